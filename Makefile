@@ -1,0 +1,40 @@
+# cjledger — every target installs what it needs first.
+SHELL := /bin/bash
+UV_PYTHON_DOWNLOADS := never
+export UV_PYTHON_DOWNLOADS
+UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+PYTEST_ARGS ?=
+
+.PHONY: install demo test test-unit lint bench services clean
+
+install:
+	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --quiet uv
+	@$(UV) sync --frozen --quiet
+
+demo: install
+	$(UV) run cjledger demo
+
+services:
+	@bash scripts/ensure_services.sh
+
+# pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
+test: install services
+	@$(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+test-unit: install
+	@$(UV) run pytest tests/unit $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test-unit: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+lint: install
+	$(UV) run ruff check .
+	$(UV) run ruff format --check .
+	$(UV) run mypy
+
+bench: install services
+	$(UV) run python -m bench.run
+
+clean:
+	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cjledger

@@ -1,0 +1,111 @@
+"""The outbox dispatcher: comparison requests leave a batch only through its stored events.
+
+It follows the store's notification log, turns every ``ComparisonsRequested`` event into
+one ``ComparisonRequest`` per pair, hands them to a transport, and only then moves its
+remembered position. A crash between the two re-sends the wave (at-least-once, and LPS and
+``record_outcome`` are idempotent per comparison id); nothing is ever skipped, and no code
+path sends a request that was not first stored as an event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from eventsourcing.utils import get_topic
+
+from application.batches import BatchApplication
+from application.ports import ComparisonRequest, PositionStore, RequestTransport
+from domain.batch import CJBatch
+
+log = structlog.get_logger("cjledger.dispatcher")
+
+REQUESTED_TOPIC = get_topic(CJBatch.ComparisonsRequested)
+
+
+def requests_from_event(event: Any) -> list[ComparisonRequest]:
+    """One request per pair of a ``ComparisonsRequested`` event; pure and deterministic."""
+    batch_id = str(event.originator_id)
+    correlation_id = f"{batch_id}/wave-{event.wave_number}"
+    return [
+        ComparisonRequest(
+            comparison_id=pair.comparison_id,
+            batch_id=batch_id,
+            wave_number=event.wave_number,
+            essay_a=pair.essay_a,
+            essay_b=pair.essay_b,
+            provider=event.provider,
+            model=event.model,
+            batching_mode=event.batching_mode.value,
+            preferred_bundle_size=event.preferred_bundle_size,
+            requested_at=event.requested_at,
+            deadline_at=event.deadline_at,
+            correlation_id=correlation_id,
+        )
+        for pair in event.pairs
+    ]
+
+
+class OutboxDispatcher:
+    def __init__(
+        self,
+        app: BatchApplication,
+        transport: RequestTransport,
+        positions: PositionStore,
+        name: str = "outbox",
+        page_size: int = 200,
+    ) -> None:
+        self.app = app
+        self.transport = transport
+        self.positions = positions
+        self.name = name
+        self.page_size = page_size
+
+    @property
+    def position(self) -> int:
+        return self.positions.get(self.name)
+
+    def pump(self) -> int:
+        """Send every stored wave not yet sent; return how many requests went out."""
+        sent = 0
+        while True:
+            position = self.positions.get(self.name)
+            notifications = self.app.recorder.select_notifications(
+                start=position,
+                limit=self.page_size,
+                topics=[REQUESTED_TOPIC],
+                inclusive_of_start=False,
+            )
+            if not notifications:
+                return sent
+            for notification in notifications:
+                event = self.app.mapper.to_domain_event(notification)
+                requests = requests_from_event(event)
+                self.transport.send(requests)
+                self.positions.set(self.name, notification.id)
+                sent += len(requests)
+                log.info(
+                    "wave_dispatched",
+                    batch_id=str(event.originator_id),
+                    wave=event.wave_number,
+                    requests=len(requests),
+                    position=notification.id,
+                )
+
+    def backlog(self) -> int:
+        """Notifications of any kind stored after the dispatcher's position."""
+        head = self.app.recorder.max_notification_id() or 0
+        return max(0, head - self.position)
+
+
+class InMemoryPositionStore:
+    """Positions in a dict: for tests and the POPO store."""
+
+    def __init__(self) -> None:
+        self._positions: dict[str, int] = {}
+
+    def get(self, name: str) -> int:
+        return self._positions.get(name, 0)
+
+    def set(self, name: str, position: int) -> None:
+        self._positions[name] = max(position, self._positions.get(name, 0))

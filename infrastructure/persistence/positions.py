@@ -1,0 +1,74 @@
+"""Follower positions kept in the event store's own database.
+
+The outbox dispatcher remembers how far it has read in the same store as the events, so a
+restore of the database restores both together.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from application.dispatcher import InMemoryPositionStore
+from application.ports import PositionStore
+
+TABLE = "cjledger_positions"
+
+
+class SQLitePositionStore:
+    def __init__(self, datastore: Any) -> None:
+        self.datastore = datastore
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {TABLE} (name TEXT PRIMARY KEY, position INTEGER)"
+            )
+
+    def get(self, name: str) -> int:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT position FROM {TABLE} WHERE name = ?", (name,))
+            row = cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    def set(self, name: str, position: int) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                f"INSERT INTO {TABLE} (name, position) VALUES (?, ?) "
+                "ON CONFLICT (name) DO UPDATE SET position = excluded.position "
+                f"WHERE excluded.position > {TABLE}.position",
+                (name, position),
+            )
+
+
+class PostgresPositionStore:
+    def __init__(self, datastore: Any) -> None:
+        self.datastore = datastore
+        self.table = f"{datastore.schema}.{TABLE}" if getattr(datastore, "schema", "") else TABLE
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.table} "
+                "(name text PRIMARY KEY, position bigint NOT NULL)"
+            )
+
+    def get(self, name: str) -> int:
+        with self.datastore.transaction(commit=False) as cursor:
+            cursor.execute(f"SELECT position FROM {self.table} WHERE name = %s", (name,))
+            row = cursor.fetchone()
+        return int(row["position"]) if row else 0
+
+    def set(self, name: str, position: int) -> None:
+        with self.datastore.transaction(commit=True) as cursor:
+            cursor.execute(
+                f"INSERT INTO {self.table} AS p (name, position) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position "
+                "WHERE EXCLUDED.position > p.position",
+                (name, position),
+            )
+
+
+def position_store_for(app: Any) -> PositionStore:
+    """The position store that lives beside ``app``'s events."""
+    module = type(app.recorder).__module__
+    if module.endswith("sqlite"):
+        return SQLitePositionStore(app.recorder.datastore)
+    if module.endswith("postgres"):
+        return PostgresPositionStore(app.recorder.datastore)
+    return InMemoryPositionStore()
