@@ -143,8 +143,12 @@ class BatchApplication(Application[UUID]):
         except IntegrityError:
             # Someone registered the same reference a moment ago: same batch, no-op.
             return batch_id
-        log.info("batch_submitted", batch_id=str(batch_id), external_ref=cmd.external_ref,
-                 mode=batch.mode.value if batch.mode else None)
+        log.info(
+            "batch_submitted",
+            batch_id=str(batch_id),
+            external_ref=cmd.external_ref,
+            mode=batch.mode.value if batch.mode else None,
+        )
         return batch_id
 
     def record_outcome(self, batch_id: UUID, outcome: ComparisonOutcome) -> bool:
@@ -176,7 +180,8 @@ class BatchApplication(Application[UUID]):
                 if batch is None:
                     for i in indexes:
                         results[i] = RecordResult(
-                            RecordStatus.REJECTED, BatchNotFound.code,
+                            RecordStatus.REJECTED,
+                            BatchNotFound.code,
                             f"batch {batch_id} does not exist",
                         )
                     continue
@@ -199,7 +204,7 @@ class BatchApplication(Application[UUID]):
         closed = 0
         for batch_id in self.open_batch_ids():
             for _attempt in range(self.max_save_attempts):
-                batch = self.repository.get(batch_id)
+                batch = self.get_batch(batch_id)
                 ids = workflow.close_overdue(batch, now)
                 if not ids:
                     break
@@ -208,8 +213,9 @@ class BatchApplication(Application[UUID]):
                 except IntegrityError:
                     continue
                 closed += len(ids)
-                log.info("comparisons_closed_by_deadline", batch_id=str(batch_id),
-                         comparisons=len(ids))
+                log.info(
+                    "comparisons_closed_by_deadline", batch_id=str(batch_id), comparisons=len(ids)
+                )
                 break
         return closed
 
@@ -217,10 +223,9 @@ class BatchApplication(Application[UUID]):
 
     def get_batch(self, batch_id: UUID, version: int | None = None) -> CJBatch:
         try:
-            batch = self.repository.get(batch_id, version=version)
+            batch: CJBatch = self.repository.get(batch_id, version=version)
         except AggregateNotFoundError:
             raise BatchNotFound(f"batch {batch_id} does not exist") from None
-        assert isinstance(batch, CJBatch)
         return batch
 
     def batch_events(self, batch_id: UUID) -> list[DomainEventProtocol[UUID]]:

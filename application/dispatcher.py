@@ -80,6 +80,7 @@ class OutboxDispatcher:
                 return sent
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
+                assert isinstance(event, CJBatch.ComparisonsRequested)
                 requests = requests_from_event(event)
                 self.transport.send(requests)
                 self.positions.set(self.name, notification.id)

@@ -77,8 +77,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
         if isinstance(event, CJBatch.BatchingModeSet):
             mode, mode_source = event.mode.value, event.source
         elif isinstance(event, CJBatch.ComparisonsRequested):
-            waves.append(WaveLine(event.wave_number, event.generation_mode.value,
-                                  len(event.pairs)))
+            waves.append(WaveLine(event.wave_number, event.generation_mode.value, len(event.pairs)))
             requested += len(event.pairs)
         elif isinstance(event, CJBatch.ComparisonCompleted):
             completed += 1
@@ -105,8 +104,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
             failure_reason = event.failure_reason
             reliability = event.reliability
             rankings = tuple(
-                RankingLine(s.essay_id, s.score, s.se, s.rank, s.comparisons)
-                for s in event.scores
+                RankingLine(s.essay_id, s.score, s.se, s.rank, s.comparisons) for s in event.scores
             )
     return BatchReport(
         batch_id=str(registered.originator_id),
@@ -130,32 +128,47 @@ def summarize_event(event: Any) -> str:
     if isinstance(event, CJBatch.BatchRegistered):
         anchors = sum(1 for e in event.essays if e.is_anchor)
         mode = event.requested_mode.value if event.requested_mode else "none"
-        return (f"ref={event.external_ref} essays={len(event.essays)} anchors={anchors} "
-                f"requested_mode={mode} provider={event.provider}/{event.model} "
-                f"budget={event.policy.max_pairs_cap} seed={event.seed}")
+        return (
+            f"ref={event.external_ref} essays={len(event.essays)} anchors={anchors} "
+            f"requested_mode={mode} provider={event.provider}/{event.model} "
+            f"budget={event.policy.max_pairs_cap} seed={event.seed}"
+        )
     if isinstance(event, CJBatch.BatchingModeSet):
-        return (f"mode={event.mode.value} source={event.source} "
-                f"bundle_size={event.preferred_bundle_size}")
+        return (
+            f"mode={event.mode.value} source={event.source} "
+            f"bundle_size={event.preferred_bundle_size}"
+        )
     if isinstance(event, CJBatch.ComparisonsRequested):
-        return (f"wave={event.wave_number} generation={event.generation_mode.value} "
-                f"pairs={len(event.pairs)} bundle_size={event.preferred_bundle_size}")
+        return (
+            f"wave={event.wave_number} generation={event.generation_mode.value} "
+            f"pairs={len(event.pairs)} bundle_size={event.preferred_bundle_size}"
+        )
     if isinstance(event, CJBatch.ComparisonCompleted):
         o = event.outcome
         if o.success is not None:
-            return (f"comparison={o.comparison_id} success winner={o.success.winner_id} "
-                    f"confidence={o.success.confidence}")
+            return (
+                f"comparison={o.comparison_id} success winner={o.success.winner_id} "
+                f"confidence={o.success.confidence}"
+            )
         assert o.failure is not None
-        return (f"comparison={o.comparison_id} failure code={o.failure.error_code} "
-                f"source={o.failure.source.value}")
+        return (
+            f"comparison={o.comparison_id} failure code={o.failure.error_code} "
+            f"source={o.failure.source.value}"
+        )
     if isinstance(event, CJBatch.ContinuationDecided):
         ctx = event.context
         guard = f" guard={event.guard} raw={event.raw_decision.value}" if event.guard else ""
         change = "-" if ctx.max_score_change is None else f"{ctx.max_score_change:.4f}"
-        return (f"decision={event.decision.value} reason={event.reason}{guard} "
-                f"callbacks={ctx.callbacks_received} successes={ctx.successes} "
-                f"max_change={change}")
+        return (
+            f"decision={event.decision.value} reason={event.reason}{guard} "
+            f"callbacks={ctx.callbacks_received} successes={ctx.successes} "
+            f"max_change={change}"
+        )
     if isinstance(event, CJBatch.Finalized):
         extra = f" reason={event.failure_reason}" if event.failure_reason else ""
         rel = "-" if event.reliability is None else f"{event.reliability:.3f}"
-        return f"status={event.status.value} essays_scored={len(event.scores)} reliability={rel}{extra}"
+        return (
+            f"status={event.status.value} essays_scored={len(event.scores)} "
+            f"reliability={rel}{extra}"
+        )
     return type(event).__name__

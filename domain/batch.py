@@ -198,7 +198,9 @@ class CJBatch(Aggregate):
 
     # ------------------------------------------------------------------ commands
 
-    def set_batching_mode(self, mode: BatchingMode, source: str, preferred_bundle_size: int) -> None:
+    def set_batching_mode(
+        self, mode: BatchingMode, source: str, preferred_bundle_size: int
+    ) -> None:
         if self.phase is not BatchPhase.REGISTERED or self.mode is not None:
             raise CommandRejected("the batching mode is set once, before the first wave")
         self._mode_set(mode=mode, source=source, preferred_bundle_size=preferred_bundle_size)

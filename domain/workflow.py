@@ -46,9 +46,7 @@ def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime
     resolution = resolve(
         batch.requested_mode, mode_setting, batch.provider, batch.policy, first_wave_estimate
     )
-    batch.set_batching_mode(
-        resolution.mode, resolution.source, resolution.preferred_bundle_size
-    )
+    batch.set_batching_mode(resolution.mode, resolution.source, resolution.preferred_bundle_size)
     if len(non_anchors) < 2:
         batch.finalize(
             FinalStatus.INSUFFICIENT_ESSAYS,

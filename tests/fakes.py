@@ -51,9 +51,7 @@ class ThetaJudge:
 
 
 def essays(n: int, anchors: int = 0) -> tuple[Essay, ...]:
-    return tuple(
-        Essay(f"essay-{i:02d}", f"hash-{i:02d}", is_anchor=i < anchors) for i in range(n)
-    )
+    return tuple(Essay(f"essay-{i:02d}", f"hash-{i:02d}", is_anchor=i < anchors) for i in range(n))
 
 
 def thetas_for(n: int, seed: int = 1) -> dict[str, float]:
@@ -86,8 +84,14 @@ def run_batch(
 ) -> UUID:
     """Submit a batch and drive it to its end through the dispatcher and a fake judge."""
     batch_id = app.submit(
-        RegisterBatch(ref, essays(n), requested_mode=mode, budget_override=budget, seed=seed,
-                      policy=policy or BatchPolicy())
+        RegisterBatch(
+            ref,
+            essays(n),
+            requested_mode=mode,
+            budget_override=budget,
+            seed=seed,
+            policy=policy or BatchPolicy(),
+        )
     )
     transport = InProcessTransport()
     dispatcher = OutboxDispatcher(app, transport, InMemoryPositionStore())

@@ -9,8 +9,8 @@ import pytest
 
 from application.batches import BatchApplication, BatchNotFound, RegisterBatch
 from application.dispatcher import InMemoryPositionStore, OutboxDispatcher
-from domain.policy import BatchPolicy
 from domain.batch import CJBatch, OutcomeRejected
+from domain.policy import BatchPolicy
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
@@ -33,8 +33,9 @@ def waves(app: BatchApplication, batch_id: UUID) -> list[CJBatch.ComparisonsRequ
     return [e for e in app.batch_events(batch_id) if isinstance(e, CJBatch.ComparisonsRequested)]
 
 
-def first_wave(app: BatchApplication, ref: str = "b", n: int = 6, **kw: object) -> tuple[
-        UUID, list[CJBatch.ComparisonsRequested]]:
+def first_wave(
+    app: BatchApplication, ref: str = "b", n: int = 6, **kw: object
+) -> tuple[UUID, list[CJBatch.ComparisonsRequested]]:
     batch_id = app.submit(RegisterBatch(ref, essays(n), seed=3, **kw))  # type: ignore[arg-type]
     return batch_id, waves(app, batch_id)
 
@@ -48,8 +49,14 @@ def test_every_event_round_trips_through_the_store_exactly(make_app: AppFactory)
     batch_id = run_batch(app, n=6)
     stored = app.batch_events(batch_id)
     kinds = {type(e).__name__ for e in stored}
-    assert kinds == {"BatchRegistered", "BatchingModeSet", "ComparisonsRequested",
-                     "ComparisonCompleted", "ContinuationDecided", "Finalized"}
+    assert kinds == {
+        "BatchRegistered",
+        "BatchingModeSet",
+        "ComparisonsRequested",
+        "ComparisonCompleted",
+        "ContinuationDecided",
+        "Finalized",
+    }
     fresh = make_app()  # a second instance reads only what is on disk
     assert fresh.batch_events(batch_id) == stored
     for event in stored:
@@ -98,8 +105,13 @@ def test_duplicate_outcome_is_recorded_once(make_app: AppFactory) -> None:
     [
         (lambda p: win("no-such-comparison", p.essay_a), OutcomeRejected, "unknown_comparison"),
         (lambda p: win(p.comparison_id, "essay-99"), OutcomeRejected, "winner_not_in_pair"),
-        (lambda p: ComparisonOutcome(p.comparison_id, success=SuccessDetails(
-            p.essay_a, 9, "j", "sim", "m")), OutcomeRejected, "confidence_out_of_range"),
+        (
+            lambda p: ComparisonOutcome(
+                p.comparison_id, success=SuccessDetails(p.essay_a, 9, "j", "sim", "m")
+            ),
+            OutcomeRejected,
+            "confidence_out_of_range",
+        ),
     ],
     ids=["unknown_comparison", "winner_outside_pair", "confidence_out_of_range"],
 )
@@ -144,7 +156,10 @@ def test_last_outcome_of_a_wave_saves_decision_and_next_wave_atomically(
     app.record_outcome(batch_id, win(last.comparison_id, last.essay_a))
     new = app.recorder.select_notifications(start=head, limit=10, inclusive_of_start=False)
     assert [n.topic.rsplit(".", 1)[-1] for n in new] == [
-        "ComparisonCompleted", "ContinuationDecided", "ComparisonsRequested"]
+        "ComparisonCompleted",
+        "ContinuationDecided",
+        "ComparisonsRequested",
+    ]
 
 
 def test_two_instances_racing_on_the_last_two_outcomes_start_one_wave(
@@ -168,8 +183,10 @@ def test_two_instances_racing_on_the_last_two_outcomes_start_one_wave(
         except BaseException as error:  # surfaced below
             errors.append(error)
 
-    threads = [threading.Thread(target=record, args=(one, -2)),
-               threading.Thread(target=record, args=(two, -1))]
+    threads = [
+        threading.Thread(target=record, args=(one, -2)),
+        threading.Thread(target=record, args=(two, -1)),
+    ]
     for t in threads:
         t.start()
     for t in threads:
@@ -190,15 +207,15 @@ def test_deadline_closes_overdue_comparisons_as_failures(make_app: AppFactory) -
     assert app.close_overdue() == len(wave.pairs)
     batch = app.get_batch(batch_id)
     closed = [r.outcome for r in batch.comparisons.values() if r.outcome is not None]
-    assert closed and all(o.failure and o.failure.source is FailureSource.DEADLINE
-                          for o in closed)
+    assert closed and all(o.failure and o.failure.source is FailureSource.DEADLINE for o in closed)
     assert batch.decision_count == 1, "the deadline closed the wave, so a decision followed"
 
 
 def test_provider_batch_mode_runs_one_wave_and_one_decision(make_app: AppFactory) -> None:
     app = make_app()
-    batch_id = run_batch(app, n=40, mode=BatchingMode.PROVIDER_BATCH_API,
-                         policy=BatchPolicy(max_pairs_cap=400))
+    batch_id = run_batch(
+        app, n=40, mode=BatchingMode.PROVIDER_BATCH_API, policy=BatchPolicy(max_pairs_cap=400)
+    )
     (wave,) = waves(app, batch_id)
     (decision,) = decisions(app, batch_id)
     assert len(wave.pairs) == 400
@@ -227,8 +244,9 @@ def test_small_net_covers_then_resamples_at_most_four_times(make_app: AppFactory
     assert kinds[-1] is DecisionKind.FINALIZE_SCORING
 
 
-@pytest.mark.parametrize(("failure_rate", "reason"),
-                         [(1.0, "zero_successes"), (0.5, "low_success_rate")])
+@pytest.mark.parametrize(
+    ("failure_rate", "reason"), [(1.0, "zero_successes"), (0.5, "low_success_rate")]
+)
 def test_failing_judges_fail_the_batch_once_the_cap_is_hit(
     make_app: AppFactory, failure_rate: float, reason: str
 ) -> None:

@@ -45,77 +45,166 @@ D = DecisionKind
 
 CASES = [
     # id, context, expected kind, expected reason
-    ("pending_wins_over_everything", replace(BASE, pending_callbacks=1, successes=0), D.WAIT,
-     "pending_callbacks"),
-    ("first_evaluation_never_stable",
-     replace(BASE, successes=60, callbacks_received=60, pairs_submitted=60), D.REQUEST_MORE_COMPARISONS,
-     "more_pairs_available"),
-    ("zero_successes_at_cap",
-     replace(BASE, successes=0, failures=120, callbacks_received=120, pairs_submitted=120),
-     D.FINALIZE_FAILURE, "zero_successes"),
-    ("low_success_rate_at_cap",
-     replace(BASE, successes=90, failures=30, callbacks_received=120, pairs_submitted=120),
-     D.FINALIZE_FAILURE, "low_success_rate"),
-    ("low_success_rate_below_cap_keeps_asking",
-     replace(BASE, successes=5, failures=7), D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
-    ("zero_successes_below_cap_keeps_asking",
-     replace(BASE, successes=0, failures=12), D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
-    ("low_success_rate_with_nothing_left_fails",
-     replace(BASE, successes=5, failures=7, pairs_available=0), D.FINALIZE_FAILURE,
-     "low_success_rate"),
-    ("low_success_rate_small_net_passes_used_fails",
-     replace(SMALL, successes=10, failures=5, callbacks_received=15, pairs_submitted=15,
-             resampling_passes_used=4),
-     D.FINALIZE_FAILURE, "low_success_rate"),
-    ("exactly_min_success_rate_is_not_low",
-     replace(BASE, successes=96, failures=24, callbacks_received=120, pairs_submitted=120),
-     D.FINALIZE_SCORING, "callbacks_reached_cap"),
-    ("stable_at_threshold_inclusive",
-     replace(BASE, max_score_change=0.025), D.FINALIZE_SCORING, "stable"),
-    ("just_above_threshold_not_stable",
-     replace(BASE, max_score_change=0.0251), D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
-    ("stability_needs_min_successes",
-     replace(BASE, successes=11, failures=1, max_score_change=0.0), D.REQUEST_MORE_COMPARISONS,
-     "more_pairs_available"),
-    ("callbacks_reached_cap",
-     replace(BASE, callbacks_received=120, successes=120, pairs_submitted=120,
-             max_score_change=1.0),
-     D.FINALIZE_SCORING, "callbacks_reached_cap"),
-    ("budget_exhausted_before_callbacks_reach_it",
-     replace(BASE, pairs_submitted=120, callbacks_received=110, successes=110,
-             max_score_change=1.0),
-     D.FINALIZE_SCORING, "budget_exhausted"),
-    ("small_net_passes_used_up",
-     replace(SMALL, resampling_passes_used=4, max_score_change=0.5), D.FINALIZE_SCORING,
-     "small_net_passes_exhausted"),
-    ("small_net_full_coverage_resamples",
-     replace(SMALL, resampling_passes_used=1, max_score_change=0.5), D.RESAMPLE,
-     "small_net_resampling"),
-    ("small_net_without_full_coverage_asks_more",
-     replace(SMALL, success_coverage=2 / 3, pairs_available=1), D.REQUEST_MORE_COMPARISONS,
-     "more_pairs_available"),
-    ("regular_net_full_coverage_resamples_once",
-     replace(BASE, essay_count=6, success_coverage=1.0, pairs_available=0,
-             max_score_change=0.3),
-     D.RESAMPLE, "regular_resampling"),
-    ("regular_net_pass_used_then_nothing_left",
-     replace(BASE, essay_count=6, success_coverage=1.0, pairs_available=0,
-             resampling_passes_used=1, max_score_change=0.3),
-     D.FINALIZE_SCORING, "nothing_left_to_ask"),
-    ("regular_net_partial_coverage_no_resampling",
-     replace(BASE, success_coverage=0.99, pairs_available=0, max_score_change=0.3),
-     D.FINALIZE_SCORING, "nothing_left_to_ask"),
-    ("stable_beats_resampling",
-     replace(SMALL, successes=12, callbacks_received=12, pairs_submitted=12,
-             resampling_passes_used=3, max_score_change=0.01),
-     D.FINALIZE_SCORING, "stable"),
+    (
+        "pending_wins_over_everything",
+        replace(BASE, pending_callbacks=1, successes=0),
+        D.WAIT,
+        "pending_callbacks",
+    ),
+    (
+        "first_evaluation_never_stable",
+        replace(BASE, successes=60, callbacks_received=60, pairs_submitted=60),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "zero_successes_at_cap",
+        replace(BASE, successes=0, failures=120, callbacks_received=120, pairs_submitted=120),
+        D.FINALIZE_FAILURE,
+        "zero_successes",
+    ),
+    (
+        "low_success_rate_at_cap",
+        replace(BASE, successes=90, failures=30, callbacks_received=120, pairs_submitted=120),
+        D.FINALIZE_FAILURE,
+        "low_success_rate",
+    ),
+    (
+        "low_success_rate_below_cap_keeps_asking",
+        replace(BASE, successes=5, failures=7),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "zero_successes_below_cap_keeps_asking",
+        replace(BASE, successes=0, failures=12),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "low_success_rate_with_nothing_left_fails",
+        replace(BASE, successes=5, failures=7, pairs_available=0),
+        D.FINALIZE_FAILURE,
+        "low_success_rate",
+    ),
+    (
+        "low_success_rate_small_net_passes_used_fails",
+        replace(
+            SMALL,
+            successes=10,
+            failures=5,
+            callbacks_received=15,
+            pairs_submitted=15,
+            resampling_passes_used=4,
+        ),
+        D.FINALIZE_FAILURE,
+        "low_success_rate",
+    ),
+    (
+        "exactly_min_success_rate_is_not_low",
+        replace(BASE, successes=96, failures=24, callbacks_received=120, pairs_submitted=120),
+        D.FINALIZE_SCORING,
+        "callbacks_reached_cap",
+    ),
+    (
+        "stable_at_threshold_inclusive",
+        replace(BASE, max_score_change=0.025),
+        D.FINALIZE_SCORING,
+        "stable",
+    ),
+    (
+        "just_above_threshold_not_stable",
+        replace(BASE, max_score_change=0.0251),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "stability_needs_min_successes",
+        replace(BASE, successes=11, failures=1, max_score_change=0.0),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "callbacks_reached_cap",
+        replace(
+            BASE, callbacks_received=120, successes=120, pairs_submitted=120, max_score_change=1.0
+        ),
+        D.FINALIZE_SCORING,
+        "callbacks_reached_cap",
+    ),
+    (
+        "budget_exhausted_before_callbacks_reach_it",
+        replace(
+            BASE, pairs_submitted=120, callbacks_received=110, successes=110, max_score_change=1.0
+        ),
+        D.FINALIZE_SCORING,
+        "budget_exhausted",
+    ),
+    (
+        "small_net_passes_used_up",
+        replace(SMALL, resampling_passes_used=4, max_score_change=0.5),
+        D.FINALIZE_SCORING,
+        "small_net_passes_exhausted",
+    ),
+    (
+        "small_net_full_coverage_resamples",
+        replace(SMALL, resampling_passes_used=1, max_score_change=0.5),
+        D.RESAMPLE,
+        "small_net_resampling",
+    ),
+    (
+        "small_net_without_full_coverage_asks_more",
+        replace(SMALL, success_coverage=2 / 3, pairs_available=1),
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+    ),
+    (
+        "regular_net_full_coverage_resamples_once",
+        replace(BASE, essay_count=6, success_coverage=1.0, pairs_available=0, max_score_change=0.3),
+        D.RESAMPLE,
+        "regular_resampling",
+    ),
+    (
+        "regular_net_pass_used_then_nothing_left",
+        replace(
+            BASE,
+            essay_count=6,
+            success_coverage=1.0,
+            pairs_available=0,
+            resampling_passes_used=1,
+            max_score_change=0.3,
+        ),
+        D.FINALIZE_SCORING,
+        "nothing_left_to_ask",
+    ),
+    (
+        "regular_net_partial_coverage_no_resampling",
+        replace(BASE, success_coverage=0.99, pairs_available=0, max_score_change=0.3),
+        D.FINALIZE_SCORING,
+        "nothing_left_to_ask",
+    ),
+    (
+        "stable_beats_resampling",
+        replace(
+            SMALL,
+            successes=12,
+            callbacks_received=12,
+            pairs_submitted=12,
+            resampling_passes_used=3,
+            max_score_change=0.01,
+        ),
+        D.FINALIZE_SCORING,
+        "stable",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("ctx", "kind", "reason"), [c[1:] for c in CASES],
-                         ids=[c[0] for c in CASES])
-def test_decide_applies_rules_in_order(ctx: ContinuationContext, kind: DecisionKind,
-                                       reason: str) -> None:
+@pytest.mark.parametrize(
+    ("ctx", "kind", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_decide_applies_rules_in_order(
+    ctx: ContinuationContext, kind: DecisionKind, reason: str
+) -> None:
     decision = decide(ctx, POLICY)
     assert (decision.kind, decision.reason) == (kind, reason)
 
@@ -129,38 +218,73 @@ def test_a_batch_is_never_left_idle() -> None:
 
 GUARD_CASES = [
     # id, mode, context, expected final, expected reason, guard expected
-    ("provider_batch_callbacks_at_cap_with_budget_left_finalizes",
-     BatchingMode.PROVIDER_BATCH_API,
-     replace(SMALL, budget=120, resampling_passes_used=0, max_score_change=None),
-     D.FINALIZE_SCORING, PROVIDER_BATCH_GUARD, True),
-    ("provider_batch_unstable_scores_still_no_new_wave",
-     BatchingMode.PROVIDER_BATCH_API,
-     replace(BASE, max_score_change=0.9, successes=12),
-     D.FINALIZE_SCORING, PROVIDER_BATCH_GUARD, True),
-    ("provider_batch_low_success_treated_as_cap_fails",
-     BatchingMode.PROVIDER_BATCH_API,
-     replace(BASE, successes=6, failures=6),
-     D.FINALIZE_FAILURE, "low_success_rate", True),
-    ("provider_batch_zero_successes_fails",
-     BatchingMode.PROVIDER_BATCH_API,
-     replace(BASE, successes=0, failures=12),
-     D.FINALIZE_FAILURE, "zero_successes", True),
-    ("provider_batch_leaves_finalize_alone",
-     BatchingMode.PROVIDER_BATCH_API,
-     replace(BASE, callbacks_received=120, successes=120, pairs_submitted=120),
-     D.FINALIZE_SCORING, "callbacks_reached_cap", False),
-    ("serial_bundle_keeps_more_waves",
-     BatchingMode.SERIAL_BUNDLE, BASE, D.REQUEST_MORE_COMPARISONS, "more_pairs_available", False),
-    ("per_request_keeps_resampling",
-     BatchingMode.PER_REQUEST, replace(SMALL, max_score_change=0.4), D.RESAMPLE,
-     "small_net_resampling", False),
+    (
+        "provider_batch_callbacks_at_cap_with_budget_left_finalizes",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(SMALL, budget=120, resampling_passes_used=0, max_score_change=None),
+        D.FINALIZE_SCORING,
+        PROVIDER_BATCH_GUARD,
+        True,
+    ),
+    (
+        "provider_batch_unstable_scores_still_no_new_wave",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(BASE, max_score_change=0.9, successes=12),
+        D.FINALIZE_SCORING,
+        PROVIDER_BATCH_GUARD,
+        True,
+    ),
+    (
+        "provider_batch_low_success_treated_as_cap_fails",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(BASE, successes=6, failures=6),
+        D.FINALIZE_FAILURE,
+        "low_success_rate",
+        True,
+    ),
+    (
+        "provider_batch_zero_successes_fails",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(BASE, successes=0, failures=12),
+        D.FINALIZE_FAILURE,
+        "zero_successes",
+        True,
+    ),
+    (
+        "provider_batch_leaves_finalize_alone",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(BASE, callbacks_received=120, successes=120, pairs_submitted=120),
+        D.FINALIZE_SCORING,
+        "callbacks_reached_cap",
+        False,
+    ),
+    (
+        "serial_bundle_keeps_more_waves",
+        BatchingMode.SERIAL_BUNDLE,
+        BASE,
+        D.REQUEST_MORE_COMPARISONS,
+        "more_pairs_available",
+        False,
+    ),
+    (
+        "per_request_keeps_resampling",
+        BatchingMode.PER_REQUEST,
+        replace(SMALL, max_score_change=0.4),
+        D.RESAMPLE,
+        "small_net_resampling",
+        False,
+    ),
 ]
 
 
-@pytest.mark.parametrize(("mode", "ctx", "kind", "reason", "guarded"),
-                         [c[1:] for c in GUARD_CASES], ids=[c[0] for c in GUARD_CASES])
-def test_mode_guards(mode: BatchingMode, ctx: ContinuationContext, kind: DecisionKind,
-                     reason: str, guarded: bool) -> None:
+@pytest.mark.parametrize(
+    ("mode", "ctx", "kind", "reason", "guarded"),
+    [c[1:] for c in GUARD_CASES],
+    ids=[c[0] for c in GUARD_CASES],
+)
+def test_mode_guards(
+    mode: BatchingMode, ctx: ContinuationContext, kind: DecisionKind, reason: str, guarded: bool
+) -> None:
     raw = decide(ctx, POLICY)
     result = apply_mode_guards(raw, mode, ctx, POLICY)
     assert (result.final.kind, result.final.reason) == (kind, reason)
@@ -170,42 +294,92 @@ def test_mode_guards(mode: BatchingMode, ctx: ContinuationContext, kind: Decisio
 
 def test_provider_batch_mode_never_yields_another_wave() -> None:
     for _, ctx, *_ in CASES:
-        result = apply_mode_guards(decide(ctx, POLICY), BatchingMode.PROVIDER_BATCH_API, ctx,
-                                   POLICY)
+        result = apply_mode_guards(
+            decide(ctx, POLICY), BatchingMode.PROVIDER_BATCH_API, ctx, POLICY
+        )
         assert result.final.kind not in (D.RESAMPLE, D.REQUEST_MORE_COMPARISONS)
 
 
 MODE_CASES = [
     # id, requested, setting, provider, expected mode, expected source
-    ("no_recorded_mode_defaults_to_serial_bundle", None, None, "openai",
-     BatchingMode.SERIAL_BUNDLE, "default"),
-    ("request_wins", BatchingMode.PER_REQUEST, BatchingMode.SERIAL_BUNDLE, "openai",
-     BatchingMode.PER_REQUEST, "request"),
-    ("setting_when_request_silent", None, BatchingMode.PER_REQUEST, "openai",
-     BatchingMode.PER_REQUEST, "settings"),
-    ("provider_batch_allowed", BatchingMode.PROVIDER_BATCH_API, None, "anthropic",
-     BatchingMode.PROVIDER_BATCH_API, "request"),
-    ("provider_batch_unsupported_falls_back_to_setting", BatchingMode.PROVIDER_BATCH_API,
-     BatchingMode.PER_REQUEST, "mistral", BatchingMode.PER_REQUEST,
-     "fallback:provider_batch_api_unsupported_by_mistral"),
-    ("provider_batch_unsupported_setting_too_falls_back_to_serial",
-     BatchingMode.PROVIDER_BATCH_API, BatchingMode.PROVIDER_BATCH_API, "mistral",
-     BatchingMode.SERIAL_BUNDLE, "fallback:provider_batch_api_unsupported_by_mistral"),
-    ("provider_batch_setting_unsupported_falls_back_to_serial", None,
-     BatchingMode.PROVIDER_BATCH_API, "mistral", BatchingMode.SERIAL_BUNDLE,
-     "fallback:provider_batch_api_unsupported_by_mistral"),
+    (
+        "no_recorded_mode_defaults_to_serial_bundle",
+        None,
+        None,
+        "openai",
+        BatchingMode.SERIAL_BUNDLE,
+        "default",
+    ),
+    (
+        "request_wins",
+        BatchingMode.PER_REQUEST,
+        BatchingMode.SERIAL_BUNDLE,
+        "openai",
+        BatchingMode.PER_REQUEST,
+        "request",
+    ),
+    (
+        "setting_when_request_silent",
+        None,
+        BatchingMode.PER_REQUEST,
+        "openai",
+        BatchingMode.PER_REQUEST,
+        "settings",
+    ),
+    (
+        "provider_batch_allowed",
+        BatchingMode.PROVIDER_BATCH_API,
+        None,
+        "anthropic",
+        BatchingMode.PROVIDER_BATCH_API,
+        "request",
+    ),
+    (
+        "provider_batch_unsupported_falls_back_to_setting",
+        BatchingMode.PROVIDER_BATCH_API,
+        BatchingMode.PER_REQUEST,
+        "mistral",
+        BatchingMode.PER_REQUEST,
+        "fallback:provider_batch_api_unsupported_by_mistral",
+    ),
+    (
+        "provider_batch_unsupported_setting_too_falls_back_to_serial",
+        BatchingMode.PROVIDER_BATCH_API,
+        BatchingMode.PROVIDER_BATCH_API,
+        "mistral",
+        BatchingMode.SERIAL_BUNDLE,
+        "fallback:provider_batch_api_unsupported_by_mistral",
+    ),
+    (
+        "provider_batch_setting_unsupported_falls_back_to_serial",
+        None,
+        BatchingMode.PROVIDER_BATCH_API,
+        "mistral",
+        BatchingMode.SERIAL_BUNDLE,
+        "fallback:provider_batch_api_unsupported_by_mistral",
+    ),
 ]
 
 
-@pytest.mark.parametrize(("requested", "setting", "provider", "mode", "source"),
-                         [c[1:] for c in MODE_CASES], ids=[c[0] for c in MODE_CASES])
-def test_batching_mode_resolution(requested: BatchingMode | None, setting: BatchingMode | None,
-                                  provider: str, mode: BatchingMode, source: str) -> None:
+@pytest.mark.parametrize(
+    ("requested", "setting", "provider", "mode", "source"),
+    [c[1:] for c in MODE_CASES],
+    ids=[c[0] for c in MODE_CASES],
+)
+def test_batching_mode_resolution(
+    requested: BatchingMode | None,
+    setting: BatchingMode | None,
+    provider: str,
+    mode: BatchingMode,
+    source: str,
+) -> None:
     assert resolve_batching_mode(requested, setting, provider, POLICY) == (mode, source)
 
 
-@pytest.mark.parametrize(("setting", "override", "expected"),
-                         [(120, None, 120), (120, 400, 120), (120, 50, 50), (500, 400, 400)])
+@pytest.mark.parametrize(
+    ("setting", "override", "expected"),
+    [(120, None, 120), (120, 400, 120), (120, 50, 50), (500, 400, 400)],
+)
 def test_budget_override_is_clamped(setting: int, override: int | None, expected: int) -> None:
     policy = BatchPolicy(max_pairs_cap=setting).with_budget_override(override)
     assert policy.max_pairs_cap == expected
