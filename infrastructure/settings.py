@@ -37,7 +37,5 @@ class Settings(BaseSettings):
     @classmethod
     def _check_url(cls, value: str) -> str:
         if not value.startswith(("sqlite://", "postgresql://", "postgres://", "memory://")):
-            raise ValueError(
-                "database_url must start with sqlite://, postgresql:// or memory://"
-            )
+            raise ValueError("database_url must start with sqlite://, postgresql:// or memory://")
         return value
