@@ -1,0 +1,242 @@
+"""Versioned messages between CJ and LPS (pydantic v2): requests out, outcomes back.
+
+These models are the edge: the broker (and the embedded transport) carry them as JSON,
+and each side converts to its own plain types once — ``ComparisonRequestV1.to_queued``
+on the LPS side, ``ComparisonOutcomeV1.to_domain`` on the CJ side. A change of shape that
+an old reader could misread means a new ``schema_version``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Literal, Self
+
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    NonNegativeFloat,
+    NonNegativeInt,
+    field_validator,
+    model_validator,
+)
+
+from application.ports import ComparisonRequest
+from domain.lps import (
+    JUSTIFICATION_MAX_CHARS,
+    OverrideValue,
+    QueuedRequest,
+    QueueProcessingMode,
+    RequestOutcome,
+    normalise_overrides,
+    truncate_justification,
+)
+from domain.values import (
+    BatchingMode,
+    ComparisonOutcome,
+    FailureDetails,
+    FailureSource,
+    SuccessDetails,
+)
+
+BatchingModeName = Literal["per_request", "serial_bundle", "provider_batch_api"]
+QueueProcessingModeName = Literal["per_request", "serial_bundle", "batch_api"]
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class ComparisonRequestV1(_Contract):
+    """CJ → LPS: execute one comparison."""
+
+    schema_version: Literal[1] = 1
+    comparison_id: str = Field(min_length=1)
+    batch_id: str = Field(min_length=1)
+    wave_number: NonNegativeInt
+    essay_a: str = Field(min_length=1)
+    essay_b: str = Field(min_length=1)
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    batching_mode: BatchingModeName | None = None
+    # deliberately any int: LPS ignores a hint outside 1..64 rather than reject the request
+    preferred_bundle_size: int | None = None
+    requested_at: AwareDatetime
+    deadline_at: AwareDatetime
+    correlation_id: str = Field(min_length=1)
+    overrides: dict[str, OverrideValue] | None = None
+
+    @model_validator(mode="after")
+    def _essays_differ(self) -> Self:
+        if self.essay_a == self.essay_b:
+            raise ValueError("essay_a and essay_b must differ")
+        return self
+
+    @classmethod
+    def from_request(
+        cls,
+        request: ComparisonRequest,
+        overrides: Mapping[str, OverrideValue] | None = None,
+    ) -> ComparisonRequestV1:
+        return cls(
+            comparison_id=request.comparison_id,
+            batch_id=request.batch_id,
+            wave_number=request.wave_number,
+            essay_a=request.essay_a,
+            essay_b=request.essay_b,
+            provider=request.provider,
+            model=request.model,
+            batching_mode=BatchingMode(request.batching_mode).value,
+            preferred_bundle_size=request.preferred_bundle_size,
+            requested_at=request.requested_at,
+            deadline_at=request.deadline_at,
+            correlation_id=request.correlation_id,
+            overrides=dict(overrides) if overrides is not None else None,
+        )
+
+    def to_queued(self, now: datetime, attempt_count: int = 0) -> QueuedRequest:
+        """Enqueue at ``now``, living until ``deadline_at`` (zero time to live if already past)."""
+        return QueuedRequest(
+            request_id=self.comparison_id,
+            batch_id=self.batch_id,
+            essay_a=self.essay_a,
+            essay_b=self.essay_b,
+            provider=self.provider,
+            model=self.model,
+            enqueued_at=now,
+            time_to_live=max(timedelta(0), self.deadline_at - now),
+            correlation_id=self.correlation_id,
+            overrides=normalise_overrides(self.overrides),
+            batching_hint=BatchingMode(self.batching_mode) if self.batching_mode else None,
+            preferred_bundle_size=self.preferred_bundle_size,
+            attempt_count=attempt_count,
+        )
+
+
+class OutcomeErrorV1(_Contract):
+    code: str = Field(min_length=1)
+    message: str
+    retryable: bool
+
+
+class TokenUsageV1(_Contract):
+    prompt_tokens: NonNegativeInt = 0
+    completion_tokens: NonNegativeInt = 0
+
+
+class ComparisonOutcomeV1(_Contract):
+    """LPS → CJ: the one outcome of one comparison request.
+
+    A success names the winner and its confidence; a failure carries an error. Over-long
+    justifications are truncated to ``JUSTIFICATION_MAX_CHARS`` (marked with an ellipsis),
+    never rejected — losing the verdict over its prose would be the worse failure.
+    """
+
+    schema_version: Literal[1] = 1
+    request_id: str = Field(min_length=1)
+    batch_id: str = Field(min_length=1)
+    comparison_id: str = Field(min_length=1)
+    correlation_id: str = Field(min_length=1)
+    status: Literal["success", "failure"]
+    winner_essay_id: str | None = None
+    error: OutcomeErrorV1 | None = None
+    confidence: int | None = Field(default=None, ge=1, le=5)
+    justification: str = ""
+    provider: str
+    model: str
+    usage: TokenUsageV1 = TokenUsageV1()
+    cost_usd: NonNegativeFloat = 0.0
+    latency_ms: NonNegativeFloat = 0.0
+    queue_processing_mode: QueueProcessingModeName
+
+    @field_validator("justification")
+    @classmethod
+    def _truncate(cls, value: str) -> str:
+        return truncate_justification(value, JUSTIFICATION_MAX_CHARS)
+
+    @model_validator(mode="after")
+    def _status_matches_payload(self) -> Self:
+        if self.status == "success":
+            if self.winner_essay_id is None or self.confidence is None:
+                raise ValueError("a success needs winner_essay_id and confidence")
+            if self.error is not None:
+                raise ValueError("a success carries no error")
+        else:
+            if self.error is None:
+                raise ValueError("a failure needs an error")
+            if self.winner_essay_id is not None:
+                raise ValueError("a failure names no winner")
+        return self
+
+    @classmethod
+    def from_outcome(cls, outcome: RequestOutcome) -> ComparisonOutcomeV1:
+        common = {
+            "request_id": outcome.request_id,
+            "batch_id": outcome.batch_id,
+            "comparison_id": outcome.comparison_id,
+            "correlation_id": outcome.correlation_id,
+            "provider": outcome.provider,
+            "model": outcome.model,
+            "queue_processing_mode": outcome.queue_mode.value,
+        }
+        if outcome.success is not None:
+            s = outcome.success
+            return cls.model_validate(
+                {
+                    **common,
+                    "status": "success",
+                    "winner_essay_id": s.winner_id,
+                    "confidence": s.confidence,
+                    "justification": s.justification,
+                    "usage": {
+                        "prompt_tokens": s.prompt_tokens,
+                        "completion_tokens": s.completion_tokens,
+                    },
+                    "cost_usd": s.cost_usd,
+                    "latency_ms": s.latency_ms,
+                }
+            )
+        assert outcome.failure is not None
+        f = outcome.failure
+        return cls.model_validate(
+            {
+                **common,
+                "status": "failure",
+                "error": {"code": f.error_code, "message": f.message, "retryable": f.retryable},
+            }
+        )
+
+    @property
+    def queue_mode(self) -> QueueProcessingMode:
+        return QueueProcessingMode(self.queue_processing_mode)
+
+    def to_domain(self) -> ComparisonOutcome:
+        """CJ's value type; failures are attributed to LPS."""
+        if self.status == "success":
+            assert self.winner_essay_id is not None and self.confidence is not None
+            return ComparisonOutcome(
+                comparison_id=self.comparison_id,
+                success=SuccessDetails(
+                    winner_id=self.winner_essay_id,
+                    confidence=self.confidence,
+                    justification=self.justification,
+                    provider=self.provider,
+                    model=self.model,
+                    prompt_tokens=self.usage.prompt_tokens,
+                    completion_tokens=self.usage.completion_tokens,
+                    cost_usd=self.cost_usd,
+                    latency_ms=self.latency_ms,
+                ),
+            )
+        assert self.error is not None
+        return ComparisonOutcome(
+            comparison_id=self.comparison_id,
+            failure=FailureDetails(
+                error_code=self.error.code,
+                message=self.error.message,
+                retryable=self.error.retryable,
+                source=FailureSource.LPS,
+            ),
+        )

@@ -1,0 +1,47 @@
+"""The LLM provider service's pure model: queued requests, bundling, outcomes, backoff.
+
+Nothing here performs I/O or reads a clock; the executor in ``application.lps`` passes
+``now`` in and carries out what these functions decide.
+"""
+
+from domain.lps.bundling import (
+    MAX_BUNDLE_SIZE,
+    BundleFormation,
+    bundle_limit,
+    form_bundle,
+    is_compatible,
+)
+from domain.lps.outcomes import (
+    JUSTIFICATION_MAX_CHARS,
+    LPSErrorCode,
+    RequestOutcome,
+    truncate_justification,
+)
+from domain.lps.requests import (
+    OverrideItems,
+    OverrideValue,
+    QueuedRequest,
+    QueueProcessingMode,
+    normalise_overrides,
+    queue_mode_for,
+)
+from domain.lps.retry import Backoff
+
+__all__ = [
+    "JUSTIFICATION_MAX_CHARS",
+    "MAX_BUNDLE_SIZE",
+    "Backoff",
+    "BundleFormation",
+    "LPSErrorCode",
+    "OverrideItems",
+    "OverrideValue",
+    "QueueProcessingMode",
+    "QueuedRequest",
+    "RequestOutcome",
+    "bundle_limit",
+    "form_bundle",
+    "is_compatible",
+    "normalise_overrides",
+    "queue_mode_for",
+    "truncate_justification",
+]

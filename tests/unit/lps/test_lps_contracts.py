@@ -1,0 +1,181 @@
+"""The CJ <-> LPS message contracts: versioned, validated, converted once at the edge."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from application.lps import queued_request_from
+from application.ports import ComparisonRequest
+from domain.lps import JUSTIFICATION_MAX_CHARS, QueueProcessingMode, RequestOutcome
+from domain.values import BatchingMode, FailureSource
+from tests.unit.lps.support import T0, make_request
+
+REQUEST = make_request("cmp-1", essay_a="e1", essay_b="e2", batch_id="b-1")
+
+
+def success_outcome(justification: str = "A is clearer.") -> RequestOutcome:
+    from domain.values import SuccessDetails
+
+    return RequestOutcome.succeeded_with(
+        REQUEST,
+        QueueProcessingMode.SERIAL_BUNDLE,
+        "simulated",
+        SuccessDetails(
+            winner_id="e1",
+            confidence=4,
+            justification=justification,
+            provider="simulated",
+            model="sim-1",
+            prompt_tokens=1000,
+            completion_tokens=80,
+            cost_usd=0.0002,
+            latency_ms=812.5,
+        ),
+    )
+
+
+def failure_outcome() -> RequestOutcome:
+    return RequestOutcome.failed_with(
+        REQUEST, QueueProcessingMode.BATCH_API, "simulated", "JOB_FAILED", "the job failed", True
+    )
+
+
+def outcome_payload(**changes):
+    payload = ComparisonOutcomeV1.from_outcome(success_outcome()).model_dump(mode="json")
+    payload.update(changes)
+    return payload
+
+
+def test_a_success_round_trips_through_json_and_converts_to_the_domain():
+    message = ComparisonOutcomeV1.from_outcome(success_outcome())
+    again = ComparisonOutcomeV1.model_validate_json(message.model_dump_json())
+    assert again == message
+    assert again.schema_version == 1
+    assert again.queue_processing_mode == "serial_bundle"
+    assert (again.request_id, again.comparison_id, again.batch_id) == ("cmp-1", "cmp-1", "b-1")
+    domain = again.to_domain()
+    assert domain == success_outcome().to_comparison_outcome()
+
+
+def test_a_failure_converts_to_a_domain_failure_attributed_to_lps():
+    message = ComparisonOutcomeV1.from_outcome(failure_outcome())
+    assert message.status == "failure" and message.winner_essay_id is None
+    domain = message.to_domain()
+    assert domain.failure.source is FailureSource.LPS
+    assert (domain.failure.error_code, domain.failure.retryable) == ("JOB_FAILED", True)
+    assert message.queue_mode is QueueProcessingMode.BATCH_API
+
+
+def test_a_long_justification_is_truncated_by_the_validator_not_rejected():
+    message = ComparisonOutcomeV1.model_validate(outcome_payload(justification="x" * 2000))
+    assert len(message.justification) == JUSTIFICATION_MAX_CHARS
+    assert message.justification.endswith("…")
+    assert message.to_domain().success.justification == message.justification
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"winner_essay_id": None},
+        {"confidence": None},
+        {"confidence": 0},
+        {"confidence": 6},
+        {"error": {"code": "X", "message": "m", "retryable": False}},
+        {"status": "failure"},  # a failure without an error (and with a winner)
+        {"status": "failure", "winner_essay_id": None},
+        {"schema_version": 2},
+        {"queue_processing_mode": "provider_batch_api"},
+        {"cost_usd": -1.0},
+        {"usage": {"prompt_tokens": -1, "completion_tokens": 0}},
+        {"surprise": True},
+    ],
+)
+def test_malformed_outcomes_are_rejected(changes):
+    with pytest.raises(ValidationError):
+        ComparisonOutcomeV1.model_validate(outcome_payload(**changes))
+
+
+def comparison_request(**changes) -> ComparisonRequest:
+    fields = {
+        "comparison_id": "cmp-1",
+        "batch_id": "b-1",
+        "wave_number": 2,
+        "essay_a": "e1",
+        "essay_b": "e2",
+        "provider": "simulated",
+        "model": "sim-1",
+        "batching_mode": "provider_batch_api",
+        "preferred_bundle_size": 16,
+        "requested_at": T0,
+        "deadline_at": T0 + timedelta(hours=4),
+        "correlation_id": "corr-1",
+    }
+    fields.update(changes)
+    return ComparisonRequest(**fields)
+
+
+def test_a_request_message_round_trips_and_becomes_a_queued_request():
+    message = ComparisonRequestV1.from_request(comparison_request(), overrides={"temperature": 0})
+    again = ComparisonRequestV1.model_validate_json(message.model_dump_json())
+    assert again == message
+    queued = again.to_queued(T0 + timedelta(hours=1))
+    assert queued.request_id == "cmp-1"
+    assert queued.batching_hint is BatchingMode.PROVIDER_BATCH_API
+    assert queued.preferred_bundle_size == 16
+    assert queued.overrides == (("temperature", 0),)
+    assert queued.expires_at == T0 + timedelta(hours=4)
+    assert queued.time_to_live == timedelta(hours=3)
+
+
+def test_the_message_path_and_the_direct_path_build_the_same_queued_request():
+    request = comparison_request()
+    now = T0 + timedelta(minutes=5)
+    assert ComparisonRequestV1.from_request(request).to_queued(now) == queued_request_from(
+        request, now
+    )
+
+
+def test_a_request_past_its_deadline_is_queued_already_expired():
+    now = T0 + timedelta(hours=5)
+    queued = queued_request_from(comparison_request(), now)
+    assert queued.time_to_live == timedelta(0)
+    assert queued.is_expired(now)
+
+
+def test_an_out_of_range_bundle_hint_is_accepted_and_left_to_bundling():
+    message = ComparisonRequestV1.from_request(comparison_request(preferred_bundle_size=500))
+    assert message.to_queued(T0).preferred_bundle_size == 500
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"batching_mode": "turbo"},
+        {"essay_b": "e1"},
+        {"deadline_at": datetime(2026, 1, 5, 13, 0)},  # naive
+        {"schema_version": 2},
+        {"comparison_id": ""},
+        {"wave_number": -1},
+    ],
+)
+def test_malformed_requests_are_rejected(changes):
+    payload = ComparisonRequestV1.from_request(comparison_request()).model_dump()
+    payload.update(changes)
+    with pytest.raises(ValidationError):
+        ComparisonRequestV1.model_validate(payload)
+
+
+def test_an_absent_batching_mode_gives_no_hint():
+    payload = ComparisonRequestV1.from_request(comparison_request()).model_dump()
+    payload["batching_mode"] = None
+    assert ComparisonRequestV1.model_validate(payload).to_queued(T0).batching_hint is None
+
+
+def test_aware_datetimes_are_kept_in_utc():
+    message = ComparisonRequestV1.from_request(comparison_request())
+    assert message.requested_at.tzinfo is not None
+    assert message.deadline_at == datetime(2026, 1, 5, 13, 0, tzinfo=UTC)

@@ -1,0 +1,72 @@
+"""Queued requests, queue processing modes and their mapping from CJ batching modes."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from domain.lps import QueueProcessingMode, normalise_overrides, queue_mode_for
+from domain.values import BatchingMode
+from tests.unit.lps.support import T0, make_request
+
+
+@pytest.mark.parametrize(
+    ("batching_mode", "queue_mode"),
+    [
+        (BatchingMode.PER_REQUEST, QueueProcessingMode.PER_REQUEST),
+        (BatchingMode.SERIAL_BUNDLE, QueueProcessingMode.SERIAL_BUNDLE),
+        (BatchingMode.PROVIDER_BATCH_API, QueueProcessingMode.BATCH_API),
+    ],
+)
+def test_each_batching_mode_maps_to_its_queue_mode(batching_mode, queue_mode):
+    assert queue_mode_for(batching_mode) is queue_mode
+
+
+def test_queue_mode_values_are_the_documented_names():
+    assert [m.value for m in QueueProcessingMode] == ["per_request", "serial_bundle", "batch_api"]
+    assert not isinstance(QueueProcessingMode.BATCH_API, str)
+
+
+def test_overrides_are_sorted_so_equal_settings_compare_equal():
+    one = make_request("c1", overrides={"temperature": 0.0, "max_tokens": 300})
+    two = make_request("c2", overrides=[("max_tokens", 300), ("temperature", 0.0)])
+    assert one.overrides == two.overrides == (("max_tokens", 300), ("temperature", 0.0))
+
+
+def test_overrides_with_a_repeated_key_are_rejected():
+    with pytest.raises(ValueError, match="unique"):
+        normalise_overrides([("temperature", 0.0), ("temperature", 1.0)])
+
+
+def test_absent_overrides_normalise_to_empty():
+    assert normalise_overrides(None) == ()
+
+
+@pytest.mark.parametrize(
+    ("elapsed", "expired"),
+    [
+        (timedelta(0), False),
+        (timedelta(minutes=59, seconds=59), False),
+        (timedelta(hours=1), True),
+        (timedelta(hours=2), True),
+    ],
+)
+def test_a_request_expires_when_its_time_to_live_has_elapsed(elapsed, expired):
+    request = make_request("c1", ttl=timedelta(hours=1))
+    assert request.expires_at == T0 + timedelta(hours=1)
+    assert request.is_expired(T0 + elapsed) is expired
+
+
+def test_a_request_needs_two_different_essays():
+    with pytest.raises(ValueError):
+        make_request("c1", essay_a="e1", essay_b="e1")
+
+
+def test_attempt_count_cannot_be_negative():
+    with pytest.raises(ValueError):
+        make_request("c1", attempts=-1)
+
+
+def test_request_id_is_the_comparison_id():
+    assert make_request("cmp-9").comparison_id == "cmp-9"
