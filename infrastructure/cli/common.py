@@ -1,0 +1,57 @@
+"""Options and helpers shared by the CLI commands."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from application.batches import BatchApplication
+from infrastructure.cli.app import fail
+from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
+from infrastructure.settings import Settings
+
+StoreOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--store",
+        help="SQLite event store file (default: CJLEDGER_DATABASE_URL)",
+        dir_okay=False,
+    ),
+]
+
+
+def database_url(store: Path | None, settings: Settings | None = None) -> str:
+    if store is not None:
+        return f"sqlite:///{store}"
+    return (settings or Settings()).database_url
+
+
+@contextmanager
+def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchApplication]:
+    """Open the batch application on ``--store`` or the configured database."""
+    if store is not None and must_exist and not store.exists():
+        fail(f"no event store at {store}")
+    try:
+        env = eventsourcing_env(database_url(store))
+    except BadDatabaseUrl as bad:
+        fail(str(bad))
+    if store is None and must_exist and env.get("PERSISTENCE_MODULE", "").endswith("sqlite"):
+        path = Path(env["SQLITE_DBNAME"])
+        if not path.exists():
+            fail(f"no event store at {path} (set CJLEDGER_DATABASE_URL or pass --store)")
+    app = BatchApplication(env=env)
+    try:
+        yield app
+    finally:
+        app.close()
+
+
+def make_console() -> Console:
+    """A Rich console; logs and pipes get a wide fixed width so tables stay unwrapped."""
+    console = Console()
+    return console if console.is_terminal else Console(width=160)

@@ -1,0 +1,101 @@
+"""``cjledger batches history``: a batch's events, or its state at any version."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated, Any
+from uuid import UUID
+
+import typer
+from rich.table import Table
+
+from application.batches import BatchApplication, BatchNotFound
+from application.reports import summarize_event
+from domain.batch import CJBatch
+from infrastructure.cli.app import batches_app, fail
+from infrastructure.cli.common import StoreOption, make_console, open_app
+
+
+@batches_app.command("history")
+def history(
+    batch_id: Annotated[str, typer.Argument(help="the batch id (a UUID)")],
+    store: StoreOption = None,
+    at_version: Annotated[
+        int | None,
+        typer.Option("--at-version", min=1, help="show the batch's state at this version"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """List a batch's events (version, time, type, summary) or its state at a version."""
+    try:
+        batch_uuid = UUID(batch_id)
+    except ValueError:
+        fail(f"batch id {batch_id!r} is not a UUID")
+    with open_app(store) as app:
+        try:
+            events = app.batch_events(batch_uuid)
+        except BatchNotFound as missing:
+            fail(str(missing))
+        if at_version is not None:
+            _show_state(app, batch_uuid, at_version, len(events), as_json)
+            return
+        _show_events(events, as_json)
+
+
+def _show_events(events: list[Any], as_json: bool) -> None:
+    rows = [
+        {
+            "version": e.originator_version,
+            "timestamp": e.timestamp.isoformat(),
+            "type": type(e).__name__,
+            "summary": summarize_event(e),
+        }
+        for e in events
+    ]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title=f"batch {events[0].originator_id}")
+    for column in ("version", "timestamp", "type", "summary"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(str(row["version"]), row["timestamp"], row["type"], row["summary"])
+    make_console().print(table)
+
+
+def _show_state(
+    app: BatchApplication, batch_id: UUID, version: int, head: int, as_json: bool
+) -> None:
+    if version > head:
+        fail(f"batch {batch_id} has {head} events; --at-version must be at most {head}")
+    batch = app.get_batch(batch_id, version=version)
+    state = state_summary(batch)
+    if as_json:
+        print(json.dumps(state, indent=2))
+        return
+    table = Table(title=f"batch {batch_id} at version {version} of {head}", show_header=False)
+    for key, value in state.items():
+        table.add_row(key, str(value))
+    make_console().print(table)
+
+
+def state_summary(batch: CJBatch) -> dict[str, Any]:
+    return {
+        "batch_id": str(batch.id),
+        "version": batch.version,
+        "external_ref": batch.external_ref,
+        "phase": batch.phase.value,
+        "mode": batch.mode.value if batch.mode else None,
+        "mode_source": batch.mode_source,
+        "essays": len(batch.essays),
+        "waves": len(batch.waves),
+        "pairs_submitted": batch.pairs_submitted,
+        "open_comparisons": batch.open_comparisons,
+        "successes": batch.successes,
+        "failures": batch.failures,
+        "resampling_passes_used": batch.resampling_passes_used,
+        "decisions": batch.decision_count,
+        "last_decision": batch.last_decision.value if batch.last_decision else None,
+        "final_status": batch.final_status.value if batch.final_status else None,
+        "failure_reason": batch.failure_reason,
+    }
