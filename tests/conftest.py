@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
 
 from application.batches import BatchApplication
 
@@ -36,3 +37,10 @@ def make_app(store_env: dict[str, str]) -> Iterator[AppFactory]:
     yield factory
     for app in apps:
         app.close()
+
+
+@pytest.fixture(autouse=True)
+def _reset_structlog() -> Iterator[None]:
+    """A test that configures logging (the CLI does) must not leak it into the next."""
+    yield
+    structlog.reset_defaults()
