@@ -273,6 +273,11 @@ def _fit(
         gradient += 2.0 * ridge * theta
         hessian[np.diag_indices(n)] += 2.0 * ridge
         step: NDArray[np.float64] = np.asarray(np.linalg.solve(hessian, gradient), np.float64)
+        # Every comparison pushes its two essays equally and oppositely, so the optimum has
+        # mean 0 and, from theta = 0, the exact Newton step has mean 0 too. Only rounding
+        # puts a mean into it — amplified by 1/(2·ridge) along the flat "shift everyone"
+        # direction, enough to stall convergence at tiny ridges. Drop it.
+        step -= float(np.mean(step))
         if float(np.max(np.abs(step))) < _STEP_TOLERANCE:
             # Too small for the objective to register, so skip the line search.
             theta = theta - step

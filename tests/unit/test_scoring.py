@@ -359,3 +359,31 @@ def test_any_batch_minimises_choix_objective(
 
     assert np.max(np.abs(choix_objective.gradient(ours.copy()))) < 1e-9
     assert choix_objective.objective(ours) <= choix_objective.objective(reference) + 1e-12
+
+
+def test_tiny_ridge_with_an_unbeaten_essay_still_converges() -> None:
+    """Found by hypothesis: at ridge 1e-10 rounding along the flat 'shift everyone'
+    direction stalled Newton; the step is now kept mean-free."""
+    results = [
+        ("e0", "e1"),
+        ("e0", "e4"),
+        ("e0", "e4"),
+        ("e1", "e0"),
+        ("e1", "e0"),
+        ("e1", "e0"),
+        ("e1", "e3"),
+        ("e1", "e3"),
+        ("e1", "e4"),
+        ("e1", "e4"),
+        ("e2", "e0"),
+        ("e2", "e1"),
+        ("e2", "e3"),
+        ("e3", "e0"),
+        ("e4", "e1"),
+        ("e4", "e1"),
+        ("e4", "e3"),
+        ("e4", "e3"),
+    ]
+    result = fit_bradley_terry(["e0", "e1", "e2", "e3", "e4"], results, ridge=1e-10)
+    assert result.scores[0].essay_id == "e2"
+    assert abs(sum(s.score for s in result.scores)) < 1e-9
