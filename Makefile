@@ -2,13 +2,15 @@
 SHELL := /bin/bash
 UV_PYTHON_DOWNLOADS := never
 export UV_PYTHON_DOWNLOADS
-UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
+# Resolved at each use, so a uv that `install` just added with pip is found.
+UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
 .PHONY: install demo test test-unit lint bench services clean
 
 install:
-	@command -v uv >/dev/null 2>&1 || test -x "$(UV)" || python3 -m pip install --quiet uv
+	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
+		|| python3 -m pip install --quiet uv
 	@$(UV) sync --frozen --quiet
 
 demo: install
