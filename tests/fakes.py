@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from application.batches import BatchApplication, RegisterBatch
-from application.dispatcher import InMemoryPositionStore, OutboxDispatcher
+from application.dispatcher import OutboxDispatcher
 from application.ports import ComparisonRequest
 from domain.policy import BatchPolicy
 from domain.values import (
@@ -20,6 +20,7 @@ from domain.values import (
     SuccessDetails,
 )
 from infrastructure.embedded import InProcessTransport, run_until_idle
+from infrastructure.persistence.positions import position_store_for
 
 
 class ThetaJudge:
@@ -37,7 +38,7 @@ class ThetaJudge:
                 request.comparison_id,
                 failure=FailureDetails("PROVIDER_ERROR", "simulated failure", False),
             )
-        margin = self.thetas[request.essay_a] - self.thetas[request.essay_b]
+        margin = self.thetas.get(request.essay_a, 0.0) - self.thetas.get(request.essay_b, 0.0)
         winner = request.essay_a if rng.random() < 1 / (1 + math.exp(-margin)) else request.essay_b
         return ComparisonOutcome(
             request.comparison_id,
@@ -94,6 +95,6 @@ def run_batch(
         )
     )
     transport = InProcessTransport()
-    dispatcher = OutboxDispatcher(app, transport, InMemoryPositionStore())
+    dispatcher = OutboxDispatcher(app, transport, position_store_for(app))
     run_until_idle(app, dispatcher, transport, ThetaJudge(thetas_for(n), failure_rate))
     return batch_id

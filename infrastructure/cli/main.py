@@ -13,7 +13,11 @@ try:  # Typer >= 0.20 vendors click; older releases use the click package itself
 except ImportError:  # pragma: no cover
     from click import exceptions as click_errors  # type: ignore[no-redef]
 
-from infrastructure.cli import demo_cmd, history  # noqa: F401  (register commands)
+from infrastructure.cli import (  # noqa: F401  (each module registers its commands)
+    demo_cmd,
+    history,
+    projections_cmd,
+)
 from infrastructure.cli.app import app
 
 

@@ -1,0 +1,125 @@
+"""``cjledger projections``: run, inspect and rebuild the read models."""
+
+from __future__ import annotations
+
+import json
+import signal
+from types import FrameType
+from typing import Annotated
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from infrastructure.cli.app import app, fail
+from infrastructure.cli.common import StoreOption, make_console, open_app
+from infrastructure.logging import configure_logging
+from projections.catalogue import PROJECTIONS
+from projections.runner import ReadModelRunner, UnknownProjection
+
+projections_app = typer.Typer(
+    help="Read models: follow the log, report lag, rebuild.", no_args_is_help=True
+)
+app.add_typer(projections_app, name="projections")
+
+
+def _runner(cj: object, names: list[str] | None = None) -> ReadModelRunner:
+    try:
+        return ReadModelRunner(cj, names)
+    except (UnknownProjection, ValueError) as error:
+        fail(str(error))
+
+
+@projections_app.command("run")
+def run(
+    store: StoreOption = None,
+    once: Annotated[bool, typer.Option("--once", help="catch up, then exit")] = False,
+    poll_interval: Annotated[float, typer.Option(min=0.01, max=60.0)] = 0.2,
+    page_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
+) -> None:
+    """Catch every projection up with the log, then keep following it (until SIGTERM)."""
+    configure_logging(json_logs=not once, level="INFO")
+    with open_app(store) as cj:
+        runner = _runner(cj)
+        runner.poll_interval = poll_interval
+        runner.page_size = page_size
+        if once:
+            seen = runner.run_once()
+            make_console().print(f"caught up: {seen} notifications read")
+            return
+
+        def stop(signum: int, frame: FrameType | None) -> None:
+            runner.stop(timeout=0)
+
+        signal.signal(signal.SIGTERM, stop)
+        signal.signal(signal.SIGINT, stop)
+        runner.run_forever()
+
+
+@projections_app.command("status")
+def status(
+    store: StoreOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+) -> None:
+    """Per projection: active generation, position, head of the log and lag."""
+    configure_logging(json_logs=False, level="WARNING")
+    with open_app(store) as cj:
+        rows = _runner(cj).status()
+    if as_json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "projection": r.name,
+                        "generation": r.generation,
+                        "position": r.position,
+                        "head": r.head,
+                        "lag": r.lag,
+                    }
+                    for r in rows
+                ],
+                indent=2,
+            )
+        )
+        return
+    table = Table(title="projections")
+    for column in ("projection", "generation", "position", "head", "lag"):
+        table.add_column(column, justify="left" if column == "projection" else "right")
+    for r in rows:
+        table.add_row(r.name, str(r.generation), str(r.position), str(r.head), str(r.lag))
+    make_console().print(table)
+
+
+@projections_app.command("rebuild")
+def rebuild(
+    name: Annotated[str | None, typer.Argument(help="one projection; all when omitted")] = None,
+    store: StoreOption = None,
+) -> None:
+    """Replay the log into a fresh copy beside the live view, then switch to it."""
+    if name is not None and name not in PROJECTIONS:
+        fail(f"unknown projection {name!r}; known: {', '.join(PROJECTIONS)}")
+    names = [name] if name else list(PROJECTIONS)
+    configure_logging(json_logs=False, level="WARNING")
+    console = make_console()
+    with open_app(store) as cj:
+        runner = _runner(cj, names)
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            for projection in names:
+                task = progress.add_task(f"rebuild {projection}", total=runner.head() or 1)
+
+                def advance(position: int, head: int, task: int = task) -> None:
+                    progress.update(task, completed=position, total=max(head, 1))
+
+                result = runner.rebuild(projection, progress=advance)
+                progress.update(task, completed=result.position, total=max(result.head, 1))
+        for s in runner.status():
+            console.print(
+                f"{s.name}: rebuilt as generation {s.generation}, "
+                f"position {s.position}, lag {s.lag}"
+            )

@@ -1,0 +1,201 @@
+"""Keeps the read models up to date: catch up, follow, report lag, rebuild beside.
+
+The runner pulls pages of notifications from the event store (SQLite has no
+subscriptions, and a pull loop with a short poll interval behaves the same on
+PostgreSQL without the risk of a lost NOTIFY stalling it). Each page is applied to a
+projection in one transaction that also moves its tracking position. A crash anywhere
+rolls back that page; the next run resumes from the committed position, so rows are
+never duplicated or lost.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+from eventsourcing.persistence import IntegrityError
+
+from projections.catalogue import PROJECTIONS, ReadModelProjection
+from projections.store import ReadModelStoreMixin, store_for
+
+log = structlog.get_logger("cjledger.projections")
+
+Progress = Callable[[int, int], None]
+"""Called with (position reached, head of the log) after every page."""
+
+
+@dataclass(frozen=True)
+class ProjectionStatus:
+    name: str
+    generation: int
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+class UnknownProjection(LookupError):
+    pass
+
+
+class ReadModelRunner:
+    def __init__(
+        self,
+        app: Any,
+        names: Iterable[str] | None = None,
+        *,
+        store: ReadModelStoreMixin | None = None,
+        page_size: int = 500,
+        poll_interval: float = 0.2,
+    ) -> None:
+        wanted = list(PROJECTIONS) if names is None else list(names)
+        unknown = [n for n in wanted if n not in PROJECTIONS]
+        if unknown:
+            raise UnknownProjection(
+                f"unknown projection {unknown[0]!r}; known: {', '.join(PROJECTIONS)}"
+            )
+        self.app = app
+        self.store = store or store_for(app)
+        self.page_size = page_size
+        self.poll_interval = poll_interval
+        self.projections: dict[str, ReadModelProjection] = {
+            name: PROJECTIONS[name](view=self.store) for name in wanted
+        }
+        for name, projection in self.projections.items():
+            if self.store.active_generation(name) is None:
+                self.store.create_generation(name, 1, projection.ddl, projection.indexes)
+                self.store.activate(name, 1)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.last_error: BaseException | None = None
+
+    # ------------------------------------------------------------------ processing
+
+    def head(self) -> int:
+        return int(self.app.recorder.max_notification_id() or 0)
+
+    def run_once(self) -> int:
+        """Bring every projection up to the head of the log; return events seen."""
+        return sum(self.catch_up(name) for name in self.projections)
+
+    def catch_up(
+        self, name: str, generation: int | None = None, progress: Progress | None = None
+    ) -> int:
+        seen = 0
+        while not self._stop.is_set():
+            gen = generation if generation is not None else self._active(name)
+            position = self.store.position(name, gen)
+            notifications = self.app.recorder.select_notifications(
+                start=position, limit=self.page_size, inclusive_of_start=False
+            )
+            if not notifications:
+                return seen
+            self._apply_page(name, gen, notifications)
+            seen += len(notifications)
+            if progress is not None:
+                progress(notifications[-1].id, self.head())
+        return seen
+
+    def _apply_page(self, name: str, generation: int, notifications: list[Any]) -> None:
+        projection = self.projections[name]
+        tables = self.store.tables_for(generation, projection.ddl)
+        wanted = set(projection.topics)
+        try:
+            with self.store.writing(name, generation, notifications[-1].id) as cursor:
+                for notification in notifications:
+                    if notification.topic in wanted:
+                        event = self.app.mapper.to_domain_event(notification)
+                        projection.apply(self.store, cursor, tables, event)
+        except IntegrityError:
+            # Another runner committed this page first; its rows stand, ours rolled back.
+            log.info(
+                "projection_page_already_applied", projection=name, position=notifications[-1].id
+            )
+
+    def _active(self, name: str) -> int:
+        generation = self.store.active_generation(name)
+        if generation is None:
+            raise UnknownProjection(f"projection {name!r} has no tables yet")
+        return generation
+
+    # ------------------------------------------------------------------ following
+
+    def start(self) -> None:
+        """Follow the log in a background thread until ``stop()``."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._follow, name="projections", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+
+    def run_forever(self) -> None:
+        self._follow()
+
+    def _follow(self) -> None:
+        backoff = self.poll_interval
+        while not self._stop.is_set():
+            try:
+                processed = self.run_once()
+                self.last_error = None
+                backoff = self.poll_interval
+            except Exception as error:  # keep following; the page rolled back
+                self.last_error = error
+                log.exception("projection_runner_error", error=str(error))
+                processed = 0
+                backoff = min(backoff * 2, 5.0)
+            if not processed:
+                self._stop.wait(backoff)
+
+    # ------------------------------------------------------------------ operating
+
+    def status(self) -> list[ProjectionStatus]:
+        head = self.head()
+        result = []
+        for name in self.projections:
+            generation = self._active(name)
+            result.append(
+                ProjectionStatus(name, generation, self.store.position(name, generation), head)
+            )
+        return result
+
+    def rebuild(self, name: str, progress: Progress | None = None) -> ProjectionStatus:
+        """Replay the whole log into a fresh generation, then switch readers to it.
+
+        Readers keep querying the old, complete generation until the new one has caught
+        up with the head of the log; the switch is one row update.
+        """
+        if name not in self.projections:
+            raise UnknownProjection(f"unknown projection {name!r}")
+        projection = self.projections[name]
+        old = self._active(name)
+        new = old + 1
+        started = time.perf_counter()
+        self.store.create_generation(name, new, projection.ddl, projection.indexes)
+        while True:
+            self.catch_up(name, generation=new, progress=progress)
+            if self.store.position(name, new) >= self.head():
+                break
+        self.store.activate(name, new)
+        self.catch_up(name, generation=new, progress=progress)  # writes that raced the switch
+        self.store.drop_generation(old, projection.ddl)
+        status = ProjectionStatus(name, new, self.store.position(name, new), self.head())
+        log.info(
+            "projection_rebuilt",
+            projection=name,
+            generation=new,
+            position=status.position,
+            seconds=round(time.perf_counter() - started, 3),
+        )
+        return status
