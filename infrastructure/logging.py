@@ -10,6 +10,7 @@ import logging
 import sys
 
 import structlog
+import structlog.tracebacks
 
 
 class _CurrentStderr:
@@ -32,7 +33,11 @@ def configure_logging(*, json_logs: bool, level: str = "INFO") -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     if json_logs:
-        processors += [structlog.processors.dict_tracebacks, structlog.processors.JSONRenderer()]
+        # No local variables in tracebacks: they can hold database and broker URLs.
+        tracebacks = structlog.processors.ExceptionRenderer(
+            structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        )
+        processors += [tracebacks, structlog.processors.JSONRenderer()]
     else:
         processors += [structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())]
     structlog.configure(

@@ -24,6 +24,58 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     queue_prefix: str = Field(default="cjledger", description="prefix of exchange/queue names")
 
+    # -- service mode: messaging (infrastructure.messaging) ---------------------------------
+    publish_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long a publish waits for the broker's confirm"
+    )
+    shutdown_timeout_seconds: float = Field(
+        default=15.0, gt=0, description="on SIGTERM, how long in-flight messages may finish"
+    )
+    retry_backoff_base_seconds: float = Field(
+        default=0.5, ge=0, description="first delay before a message is requeued after a failure"
+    )
+    retry_backoff_max_seconds: float = Field(default=30.0, ge=0)
+    # CJ outcome consumer: throughput comes from recording many outcomes per transaction
+    outcome_prefetch: int = Field(
+        default=2000, ge=1, description="unacknowledged outcome messages a serve process holds"
+    )
+    outcome_batch_size: int = Field(
+        default=1000, ge=1, description="most outcomes recorded in one transaction"
+    )
+    outcome_batch_wait_ms: float = Field(
+        default=5.0, ge=0, description="how long a group of outcomes waits for more"
+    )
+    # outbox dispatcher and deadline sweeper
+    dispatch_interval_seconds: float = Field(
+        default=0.5, gt=0, description="how often the dispatcher looks for unsent waves"
+    )
+    serve_projections: bool = Field(
+        default=True, description="serve also runs the read-model projection runner"
+    )
+    sweep_interval_seconds: float = Field(
+        default=60.0, gt=0, description="how often overdue comparisons are closed"
+    )
+    # LPS worker
+    lps_provider: str = Field(default="simulated", description="LLM provider of lps-worker")
+    lps_queue_mode: str | None = Field(
+        default=None,
+        description="per_request, serial_bundle or batch_api; unset = follow each request's hint",
+    )
+    lps_prefetch: int = Field(default=128, ge=1)
+    lps_gather_ms: float = Field(
+        default=20.0, ge=0, description="how long the worker waits to fill a bundle"
+    )
+    lps_bundle_cap: int = Field(default=64, ge=1, le=64)
+    lps_concurrency: int = Field(default=4, ge=1, description="groups executed at once")
+    lps_max_attempts: int = Field(default=3, ge=1)
+    lps_job_poll_seconds: float = Field(default=30.0, gt=0)
+    lps_job_timeout_seconds: float = Field(default=7200.0, gt=0)
+    lps_simulation_seed: int = Field(
+        default=0, description="seed of the simulated judge (θ per essay id, verdicts)"
+    )
+    lps_simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
+    lps_simulated_job_delay_seconds: float = Field(default=2.0, ge=0)
+
     @field_validator("batching_mode", mode="before")
     @classmethod
     def _parse_mode(cls, value: object) -> object:
@@ -31,6 +83,18 @@ class Settings(BaseSettings):
             if not value.strip():
                 return None
             return BatchingMode(value.strip())
+        return value
+
+    @field_validator("lps_queue_mode", mode="before")
+    @classmethod
+    def _parse_queue_mode(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            if not value:
+                return None
+            allowed = ("per_request", "serial_bundle", "batch_api")
+            if value not in allowed:
+                raise ValueError(f"lps_queue_mode must be one of {', '.join(allowed)}")
         return value
 
     @field_validator("database_url")

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from application.batches import BatchApplication
 from infrastructure.cli.app import fail
+from infrastructure.persistence.bootstrap import open_batch_application
 from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
 from infrastructure.settings import Settings
 
@@ -44,7 +45,7 @@ def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchAp
         path = Path(env["SQLITE_DBNAME"])
         if not path.exists():
             fail(f"no event store at {path} (set CJLEDGER_DATABASE_URL or pass --store)")
-    app = BatchApplication(env=env)
+    app = open_batch_application(env)
     try:
         yield app
     finally:

@@ -17,6 +17,7 @@ from infrastructure.cli import (  # noqa: F401  (each module registers its comma
     demo_cmd,
     history,
     projections_cmd,
+    service_cmd,
 )
 from infrastructure.cli.app import app
 

@@ -1,0 +1,328 @@
+"""The LPS worker: comparison requests in, exactly one confirmed outcome per request out.
+
+Each request message is handled by its own task (RabbitMQ delivers up to the prefetch
+count at once). The handler parses the request and joins it to the worker's intake; the
+worker's loop *gathers* what is waiting — it waits briefly (``gather_window``) until it
+has as many requests as the lead request's bundle may hold — and hands the group to a
+``QueuedRequestExecutor`` in a worker thread. The executor forms bundles for the queue
+processing mode and answers every request once. Each outcome is then published
+(persistent, confirmed), and only after its confirm is the request acknowledged. If the
+publish fails the request is requeued after a backoff: an outcome may be sent twice (CJ
+ignores the second), a request is never dropped.
+
+A request whose comparison id is already in flight joins the first one instead of
+calling the provider again, and is acknowledged with it. A request answered recently
+(e.g. re-sent by a restarted dispatcher) gets the remembered outcome republished.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import anyio
+import structlog
+from pydantic import ValidationError
+
+from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from application.lps import QueuedRequestExecutor
+from domain.lps import MAX_BUNDLE_SIZE, Backoff, QueuedRequest, QueueProcessingMode, bundle_limit
+from infrastructure.messaging.dead_letters import DeadLetterSink, Delivery
+from infrastructure.messaging.validation import describe_validation_error
+from infrastructure.simulation.judge import SimulatedJudge
+
+log = structlog.get_logger("cjledger.lps_worker")
+
+PublishOutcome = Callable[[ComparisonOutcomeV1], Awaitable[None]]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class SeededSimulatedJudge(SimulatedJudge):
+    """The simulated judge for a worker that has never seen the essays.
+
+    Each essay's latent quality θ is drawn from ``(seed, essay id)`` on first use — the
+    same draw as ``draw_thetas`` — so every worker process, in any order, judges alike.
+    """
+
+    def theta(self, essay_id: str) -> float:
+        theta = self.thetas.get(essay_id)
+        if theta is None:
+            theta = random.Random(f"{self.seed}:theta:{essay_id}").gauss(0.0, 1.0)
+            self.thetas[essay_id] = theta
+        return theta
+
+
+@dataclass
+class _Request:
+    message: ComparisonRequestV1
+    confirmed: asyncio.Future[bool]
+
+    @property
+    def comparison_id(self) -> str:
+        return self.message.comparison_id
+
+
+@dataclass
+class WorkerStats:
+    requests: int = 0
+    joined_in_flight: int = 0
+    answered_from_memory: int = 0
+    executions: int = 0
+    outcomes_published: int = 0
+    publish_failures: int = 0
+    dead_lettered: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class LpsWorker:
+    """Gathers requests, runs them through executors (one per lane), publishes outcomes.
+
+    ``executors`` are the lanes: up to that many groups execute at once, each executor
+    used by one group at a time (executors and simulated providers are not shared
+    between threads).
+    """
+
+    executors: Sequence[QueuedRequestExecutor]
+    publish_outcome: PublishOutcome
+    dead_letters: DeadLetterSink
+    gather_window: float = 0.02
+    bundle_cap: int = MAX_BUNDLE_SIZE
+    clock: Callable[[], datetime] = utc_now
+    backoff: Backoff = field(default_factory=lambda: Backoff(base_seconds=0.5, max_seconds=30))
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
+    remember: int = 10_000
+    stats: WorkerStats = field(default_factory=WorkerStats)
+
+    def __post_init__(self) -> None:
+        if not self.executors:
+            raise ValueError("the worker needs at least one executor")
+        self._waiting: list[_Request] = []
+        self._in_flight: dict[str, _Request] = {}
+        self._answered: OrderedDict[str, ComparisonOutcomeV1] = OrderedDict()
+        self._arrived = asyncio.Event()
+        self._idle: asyncio.Queue[QueuedRequestExecutor] = asyncio.Queue()
+        for executor in self.executors:
+            self._idle.put_nowait(executor)
+        self._loop_task: asyncio.Task[None] | None = None
+        self._executions: set[asyncio.Task[None]] = set()
+        self._rng = random.Random()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        self._loop_task = asyncio.create_task(self._gather_loop(), name="lps-gather")
+
+    async def stop(self) -> None:
+        tasks = [t for t in (self._loop_task, *self._executions) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._loop_task = None
+        for request in [*self._waiting, *self._in_flight.values()]:
+            if not request.confirmed.done():
+                request.confirmed.set_result(False)
+        self._waiting.clear()
+        self._in_flight.clear()
+
+    # ------------------------------------------------------------------ intake
+
+    async def handle(self, delivery: Delivery) -> None:
+        try:
+            await self._handle(delivery)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("request_handling_failed", message_id=delivery.message_id)
+            await self._requeue_later(delivery)
+
+    async def _handle(self, delivery: Delivery) -> None:
+        try:
+            message = ComparisonRequestV1.model_validate_json(delivery.body)
+        except ValidationError as error:
+            malformed = any(e["type"] == "json_invalid" for e in error.errors())
+            code = "malformed_json" if malformed else "schema_violation"
+            await self._dead_letter(delivery, code, describe_validation_error(error))
+            return
+        self.stats.requests += 1
+        with structlog.contextvars.bound_contextvars(
+            batch_id=message.batch_id,
+            comparison_id=message.comparison_id,
+            correlation_id=message.correlation_id,
+        ):
+            confirmed = await self._answer(message)
+            if confirmed:
+                await delivery.ack()
+            else:
+                await self._requeue_later(delivery)
+
+    async def _answer(self, message: ComparisonRequestV1) -> bool:
+        remembered = self._answered.get(message.comparison_id)
+        if remembered is not None:
+            self.stats.answered_from_memory += 1
+            log.info("request_answered_from_memory")
+            return await self._publish(remembered)
+        request = self._in_flight.get(message.comparison_id)
+        if request is None:
+            future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+            request = _Request(message, future)
+            self._in_flight[message.comparison_id] = request
+            self._waiting.append(request)
+            self._arrived.set()
+        else:
+            self.stats.joined_in_flight += 1
+            log.info("request_joined_in_flight_duplicate")
+        return await asyncio.shield(request.confirmed)
+
+    # ------------------------------------------------------------------ gathering
+
+    async def _gather_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            executor = await self._idle.get()
+            await self._arrived.wait()
+            if not self._waiting:
+                self._arrived.clear()
+                self._idle.put_nowait(executor)
+                continue
+            limit = self._gather_limit(executor, self._waiting[0].message)
+            deadline = loop.time() + self.gather_window
+            while len(self._waiting) < limit:
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                self._arrived.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._arrived.wait(), left)
+            group = self._waiting[:limit]
+            del self._waiting[:limit]
+            if self._waiting:
+                self._arrived.set()  # the rest leads the next group
+            else:
+                self._arrived.clear()
+            task = asyncio.create_task(self._execute(executor, group))
+            self._executions.add(task)
+            task.add_done_callback(self._executions.discard)
+
+    def _gather_limit(self, executor: QueuedRequestExecutor, lead: ComparisonRequestV1) -> int:
+        """How many requests the lead's bundle may hold (1 in ``per_request`` mode)."""
+        try:
+            queued = lead.to_queued(self.clock())
+        except ValueError:
+            return 1  # it will fail again in the executor, alone, and be requeued
+
+        if executor.mode_for(queued) is QueueProcessingMode.PER_REQUEST:
+            return 1
+        return bundle_limit(queued, min(self.bundle_cap, executor.bundle_cap))
+
+    # ------------------------------------------------------------------ execution
+
+    async def _execute(self, executor: QueuedRequestExecutor, group: list[_Request]) -> None:
+        self.stats.executions += 1
+        results = [False] * len(group)
+        try:
+            outcomes = await self._run_executor(executor, group)
+            results = list(
+                await asyncio.gather(
+                    *(self._publish_for(r, outcomes.get(r.comparison_id)) for r in group)
+                )
+            )
+        except Exception:
+            log.exception("lps_group_failed", requests=len(group))
+        finally:
+            # every handler waiting on this group hears back: ack, or requeue after a backoff
+            for request, confirmed in zip(group, results, strict=True):
+                self._in_flight.pop(request.comparison_id, None)
+                if not request.confirmed.done():
+                    request.confirmed.set_result(confirmed)
+
+    async def _run_executor(
+        self, executor: QueuedRequestExecutor, group: list[_Request]
+    ) -> dict[str, ComparisonOutcomeV1]:
+        now = self.clock()
+        queued = [r.message.to_queued(now) for r in group]
+        queued.sort(key=_compatibility_key)  # compatible requests side by side bundle together
+        try:
+            outcomes = await anyio.to_thread.run_sync(
+                executor.drain, queued, now, abandon_on_cancel=True
+            )
+        finally:
+            self._idle.put_nowait(executor)
+        messages: dict[str, ComparisonOutcomeV1] = {}
+        for outcome in outcomes:
+            try:
+                messages[outcome.request_id] = ComparisonOutcomeV1.from_outcome(outcome)
+            except ValueError:
+                log.exception("outcome_not_expressible", comparison_id=outcome.request_id)
+        return messages
+
+    async def _publish_for(self, request: _Request, outcome: ComparisonOutcomeV1 | None) -> bool:
+        if outcome is None:
+            return False
+        with structlog.contextvars.bound_contextvars(
+            batch_id=outcome.batch_id,
+            comparison_id=outcome.comparison_id,
+            correlation_id=outcome.correlation_id,
+        ):
+            confirmed = await self._publish(outcome)
+            if confirmed:
+                self._remember(outcome)
+                log.info(
+                    "outcome_published",
+                    status=outcome.status,
+                    queue_processing_mode=outcome.queue_processing_mode,
+                )
+            return confirmed
+
+    async def _publish(self, outcome: ComparisonOutcomeV1) -> bool:
+        try:
+            await self.publish_outcome(outcome)
+        except Exception as error:
+            self.stats.publish_failures += 1
+            log.warning("outcome_not_confirmed", error=f"{type(error).__name__}: {error}")
+            return False
+        self.stats.outcomes_published += 1
+        return True
+
+    def _remember(self, outcome: ComparisonOutcomeV1) -> None:
+        self._answered[outcome.comparison_id] = outcome
+        self._answered.move_to_end(outcome.comparison_id)
+        while len(self._answered) > self.remember:
+            self._answered.popitem(last=False)
+
+    # ------------------------------------------------------------------ settling
+
+    async def _dead_letter(self, delivery: Delivery, code: str, reason: str) -> None:
+        log.warning(
+            "request_dead_lettered", code=code, reason=reason, message_id=delivery.message_id
+        )
+        try:
+            await self.dead_letters.send(delivery, code, reason)
+        except Exception as error:
+            log.error("dead_letter_not_confirmed", error=f"{type(error).__name__}: {error}")
+            await self._requeue_later(delivery)
+            return
+        self.stats.dead_lettered += 1
+        await delivery.ack()
+
+    async def _requeue_later(self, delivery: Delivery) -> None:
+        await self.sleep(self.backoff.delay(1, self._rng.random()))
+        await delivery.nack(requeue=True)
+
+
+def _compatibility_key(request: QueuedRequest) -> tuple[str, str, str]:
+    hint = request.batching_hint.value if request.batching_hint else ""
+    return (request.provider, hint, repr(request.overrides))

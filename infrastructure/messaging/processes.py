@@ -1,0 +1,198 @@
+"""Wiring: the component lists of ``cjledger serve`` and ``cjledger lps-worker``.
+
+Both builders run inside the process's event loop (the dispatcher's transport needs it)
+and read everything from ``Settings``. Nothing here holds a rule of CJ or LPS; it only
+connects the use cases to the broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from faststream.rabbit import RabbitBroker
+
+from application.batches import BatchApplication
+from application.dispatcher import OutboxDispatcher
+from application.lps import JobPolling, QueuedRequestExecutor
+from domain.lps import Backoff, QueueProcessingMode
+from infrastructure.messaging.broker import make_broker, subscribe
+from infrastructure.messaging.dead_letters import RabbitDeadLetters
+from infrastructure.messaging.lps_worker import LpsWorker, SeededSimulatedJudge
+from infrastructure.messaging.outcomes import OutcomeConsumer
+from infrastructure.messaging.service import (
+    BrokerComponent,
+    Component,
+    DispatcherLoop,
+    SweeperLoop,
+    lease_for,
+)
+from infrastructure.messaging.topology import Topology
+from infrastructure.messaging.transport import MessagePublisher, RabbitRequestTransport
+from infrastructure.metrics import lps_observer
+from infrastructure.persistence.bootstrap import open_batch_application, retry_schema_race
+from infrastructure.persistence.positions import position_store_for
+from infrastructure.persistence.store import eventsourcing_env
+from infrastructure.settings import Settings
+from infrastructure.simulation.provider import SimulatedProvider
+from projections.runner import ReadModelRunner
+
+DISPATCHER_NAME = "outbox"
+
+
+class UnknownProvider(ValueError):
+    pass
+
+
+def retry_backoff(settings: Settings) -> Backoff:
+    return Backoff(
+        base_seconds=settings.retry_backoff_base_seconds,
+        max_seconds=settings.retry_backoff_max_seconds,
+    )
+
+
+def service_env(settings: Settings) -> dict[str, str]:
+    """The eventsourcing environment of a long-running CJ process."""
+    # No aggregate cache: eventsourcing deep-copies a cached aggregate on every get, which
+    # measured slower than replaying a batch's events (bench/bench_broker.py).
+    return eventsourcing_env(settings.database_url)
+
+
+@dataclass
+class ServeProcess:
+    app: BatchApplication
+    broker: RabbitBroker
+    topology: Topology
+    consumer: OutcomeConsumer
+    dispatcher_loop: DispatcherLoop
+    components: list[Component] = field(default_factory=list)
+
+    def close(self) -> None:
+        self.app.close()
+
+
+def build_serve(settings: Settings, app: BatchApplication | None = None) -> ServeProcess:
+    """CJ's service: outcome consumer, outbox dispatcher and deadline sweeper."""
+    env = service_env(settings)
+    app = app or open_batch_application(env, mode_setting=settings.batching_mode)
+    topology = Topology(settings.queue_prefix)
+    broker = make_broker(
+        settings.broker_url,
+        prefetch=settings.outcome_prefetch,
+        graceful_timeout=settings.shutdown_timeout_seconds,
+    )
+    backoff = retry_backoff(settings)
+    publisher = MessagePublisher(broker, topology, timeout=settings.publish_timeout_seconds)
+    transport = RabbitRequestTransport(
+        publisher, asyncio.get_running_loop(), timeout=settings.publish_timeout_seconds * 6
+    )
+    positions = retry_schema_race(lambda: position_store_for(app))
+    dispatcher = OutboxDispatcher(app, transport, positions, name=DISPATCHER_NAME)
+    dispatcher_loop = DispatcherLoop(
+        dispatcher,
+        lease_for(env, DISPATCHER_NAME),
+        interval=settings.dispatch_interval_seconds,
+        backoff=backoff,
+    )
+    consumer = OutcomeConsumer(
+        app.record_outcomes,
+        RabbitDeadLetters(
+            broker, topology, topology.outcomes_queue_name, settings.publish_timeout_seconds
+        ),
+        max_items=settings.outcome_batch_size,
+        max_wait=settings.outcome_batch_wait_ms / 1000.0,
+        backoff=backoff,
+        on_recorded=dispatcher_loop.wake,  # a recorded outcome may have opened a new wave
+    )
+    subscribe(broker, topology.outcomes_queue, topology.exchange, consumer.handle)
+    sweeper = SweeperLoop(
+        app, interval=settings.sweep_interval_seconds, on_closed=dispatcher_loop.wake
+    )
+    components: list[Component] = [
+        consumer,
+        BrokerComponent(broker, topology, before_close=[consumer.drain]),
+        dispatcher_loop,
+        sweeper,
+    ]
+    # Read models live in SQL tables; the in-memory store (tests) has none.
+    if settings.serve_projections and not settings.database_url.startswith("memory"):
+        runner = retry_schema_race(lambda: ReadModelRunner(app))
+        components.append(ProjectionComponent(runner))
+    return ServeProcess(app, broker, topology, consumer, dispatcher_loop, components)
+
+
+class ProjectionComponent:
+    """The read-model runner, following the log in its own thread while serve runs."""
+
+    def __init__(self, runner: ReadModelRunner) -> None:
+        self.runner = runner
+
+    async def start(self) -> None:
+        self.runner.start()
+
+    async def stop(self) -> None:
+        await asyncio.to_thread(self.runner.stop)
+
+
+def make_executor(settings: Settings, lane: int = 0) -> QueuedRequestExecutor:
+    """One executor over its own provider (executors are not shared between threads)."""
+    if settings.lps_provider != "simulated":
+        raise UnknownProvider(
+            f"unknown LPS provider {settings.lps_provider!r}; this build offers 'simulated'"
+        )
+    judge = SeededSimulatedJudge(
+        {},
+        seed=settings.lps_simulation_seed,
+        failure_rate=settings.lps_simulated_failure_rate,
+    )
+    provider = SimulatedProvider(
+        judge, job_delay=timedelta(seconds=settings.lps_simulated_job_delay_seconds)
+    )
+    mode = QueueProcessingMode(settings.lps_queue_mode) if settings.lps_queue_mode else None
+    return QueuedRequestExecutor(
+        provider,
+        mode,
+        bundle_cap=settings.lps_bundle_cap,
+        max_attempts=settings.lps_max_attempts,
+        rng=random.Random(f"{settings.lps_simulation_seed}:lane:{lane}"),
+        observer=lps_observer(),
+        job_polling=JobPolling(
+            poll_interval=timedelta(seconds=settings.lps_job_poll_seconds),
+            timeout=timedelta(seconds=settings.lps_job_timeout_seconds),
+        ),
+    )
+
+
+@dataclass
+class LpsWorkerProcess:
+    worker: LpsWorker
+    broker: RabbitBroker
+    topology: Topology
+    components: list[Component] = field(default_factory=list)
+
+
+def build_lps_worker(settings: Settings) -> LpsWorkerProcess:
+    topology = Topology(settings.queue_prefix)
+    broker = make_broker(
+        settings.broker_url,
+        prefetch=settings.lps_prefetch,
+        graceful_timeout=settings.shutdown_timeout_seconds,
+    )
+    publisher = MessagePublisher(broker, topology, timeout=settings.publish_timeout_seconds)
+    worker = LpsWorker(
+        executors=[make_executor(settings, lane) for lane in range(settings.lps_concurrency)],
+        publish_outcome=publisher.publish_outcome,
+        dead_letters=RabbitDeadLetters(
+            broker, topology, topology.requests_queue_name, settings.publish_timeout_seconds
+        ),
+        gather_window=settings.lps_gather_ms / 1000.0,
+        bundle_cap=settings.lps_bundle_cap,
+        backoff=retry_backoff(settings),
+    )
+
+    subscribe(broker, topology.requests_queue, topology.exchange, worker.handle)
+
+    components: list[Component] = [worker, BrokerComponent(broker, topology)]
+    return LpsWorkerProcess(worker, broker, topology, components)

@@ -1,0 +1,115 @@
+"""``cjledger submit``: a batch from a JSON-lines file, or one clear line about the file."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from uuid import UUID
+
+import pytest
+
+from application.batches import BatchApplication
+from domain.values import BatchingMode
+from infrastructure.cli.main import main
+from infrastructure.persistence.store import eventsourcing_env
+
+
+@pytest.fixture
+def store(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    url = f"sqlite:///{tmp_path / 'store.db'}"
+    monkeypatch.setenv("CJLEDGER_DATABASE_URL", url)
+    return url
+
+
+def write_lines(path: Path, lines: list[object]) -> Path:
+    path.write_text("\n".join(x if isinstance(x, str) else json.dumps(x) for x in lines) + "\n")
+    return path
+
+
+def essays_file(tmp_path: Path, n: int = 4) -> Path:
+    return write_lines(
+        tmp_path / "essays.jsonl",
+        [{"essay_id": f"e{i}", "text": f"Essay number {i}."} for i in range(n)],
+    )
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(args)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+def test_submit_prints_the_batch_id_and_stores_hashes_not_texts(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run_cli(
+        ["submit", str(essays_file(tmp_path)), "--mode", "per_request", "--budget", "5"], capsys
+    )
+    assert code == 0
+    batch_id = UUID(out.strip())
+    app = BatchApplication(env=eventsourcing_env(store))
+    batch = app.get_batch(batch_id)
+    assert batch.mode is BatchingMode.PER_REQUEST
+    assert batch.policy.max_pairs_cap == 5
+    expected = "sha256:" + hashlib.sha256(b"Essay number 2.").hexdigest()
+    assert batch.essays[2].content_hash == expected
+    assert batch.comparisons  # the first wave is stored, ready for the dispatcher
+    app.close()
+
+
+def test_submitting_the_same_file_twice_starts_one_batch(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = essays_file(tmp_path)
+    first = run_cli(["submit", str(path)], capsys)[1]
+    second = run_cli(["submit", str(path)], capsys)[1]
+    third = run_cli(["submit", str(path), "--ref", "another"], capsys)[1]
+    assert first == second != third
+
+
+@pytest.mark.parametrize(
+    ("lines", "message"),
+    [
+        (["{not json"], "essays.jsonl:1: not valid JSON"),
+        ([{"essay_id": "e1"}], "essays.jsonl:1: text: Field required"),
+        ([{"essay_id": "e1", "text": "x", "grade": "A"}], "grade: Extra inputs"),
+        ([{"essay_id": "", "text": "x"}], "essay_id: String should have at least 1"),
+        ([{"essay_id": "e1", "text": "x", "is_anchor": "yes"}], "is_anchor"),
+        (
+            [{"essay_id": "e1", "text": "x"}, "", {"essay_id": "e1", "text": "y"}],
+            "essays.jsonl:3: essay id 'e1' appears twice",
+        ),
+        ([""], "no essays"),
+    ],
+)
+def test_a_bad_file_is_reported_in_one_line(
+    tmp_path: Path,
+    store: str,
+    capsys: pytest.CaptureFixture[str],
+    lines: list[object],
+    message: str,
+) -> None:
+    path = write_lines(tmp_path / "essays.jsonl", lines)
+    code, out, err = run_cli(["submit", str(path)], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1
+    assert message in err
+
+
+def test_a_missing_file_is_reported_in_one_line(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["submit", str(tmp_path / "nope.jsonl")], capsys)
+    assert code == 2
+    assert err.strip().startswith("error: ")
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_an_unknown_mode_is_a_usage_error(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, _, err = run_cli(["submit", str(essays_file(tmp_path)), "--mode", "fastest"], capsys)
+    assert code == 2 and "fastest" in err
