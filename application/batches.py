@@ -9,7 +9,9 @@ or a plain late arrival) and does nothing extra, so only one next wave is ever r
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
@@ -18,8 +20,8 @@ from uuid import UUID
 
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
-from eventsourcing.domain import DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, JSONTranscoder
+from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
+from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 from eventsourcing.utils import get_topic
 
 from application.serialization import TupleRestoringMapper, register_value_types
@@ -99,11 +101,35 @@ def utc_now() -> datetime:
 
 
 class BatchApplication(Application[UUID]):
-    """Registers, starts and advances CJ batches."""
+    """Registers, starts and advances CJ batches.
+
+    Recording an outcome costs the same on a batch's 5,000th event as on its 50th, so the
+    cost of loading a batch must not grow with its history:
+
+    * **Aggregate cache** (env ``AGGREGATE_CACHE_MAXSIZE``, LRU, per process). A command
+      works on the cached batch itself, fast-forwarded by whatever other processes appended
+      since it was last seen. It does not work on a copy, as the library would by default:
+      deep-copying a batch costs more than replaying it. Instead each batch has a lock (one
+      of ``lock_stripes``) held from load to save, and a command that fails or loses an
+      optimistic-concurrency race evicts the batches it touched, so the cache only ever
+      holds stored state. ``get_batch`` still returns a private copy.
+    * **Snapshots** (env ``SNAPSHOT_INTERVAL``; ``IS_SNAPSHOTTING_ENABLED=no`` turns them
+      off). When a save moves a batch across a multiple of the interval, the batch just
+      saved is stored as a snapshot. A process that has not cached a batch loads the latest
+      snapshot and the events after it. The library's own ``snapshotting_intervals`` would
+      rebuild the batch from the store a second time for each snapshot, and would fail the
+      command if the snapshot could not be written after its events were.
+    """
 
     name = "CJBatches"
-    env = {"MAPPER_TOPIC": get_topic(TupleRestoringMapper)}
+    env = {
+        "MAPPER_TOPIC": get_topic(TupleRestoringMapper),
+        "AGGREGATE_CACHE_MAXSIZE": "64",
+        "SNAPSHOT_INTERVAL": "500",
+    }
+    is_snapshotting_enabled = True
     max_save_attempts = 10
+    lock_stripes = 64
 
     def __init__(
         self,
@@ -115,34 +141,65 @@ class BatchApplication(Application[UUID]):
         super().__init__(env)
         self.clock = clock
         self.mode_setting = mode_setting
+        self.snapshot_interval = int(self.env.get("SNAPSHOT_INTERVAL") or 0)
+        self._batch_locks = tuple(threading.RLock() for _ in range(self.lock_stripes))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
         register_value_types(transcoder, VALUE_DATACLASSES, VALUE_ENUMS)
+
+    def save(
+        self,
+        *objs: MutableOrImmutableAggregate[UUID] | DomainEventProtocol[UUID] | None,
+        **kwargs: Any,
+    ) -> list[Recording[UUID]]:
+        """Append the pending events of ``objs`` in one transaction, then snapshot every
+        batch whose version crossed a multiple of the snapshot interval."""
+        batches = {obj.id: obj for obj in objs if isinstance(obj, CJBatch)}
+        saved_version = {bid: b.version - len(b.pending_events) for bid, b in batches.items()}
+        recordings = super().save(*objs, **kwargs)
+        interval = self.snapshot_interval
+        if self.snapshots is not None and interval > 0:
+            for batch_id, batch in batches.items():
+                if batch.version // interval > saved_version[batch_id] // interval:
+                    self._store_snapshot(batch)
+        return recordings
+
+    def _store_snapshot(self, batch: CJBatch) -> None:
+        assert self.snapshots is not None
+        try:
+            self.snapshots.put([CJBatch.Snapshot.take(batch)])
+        except IntegrityError:
+            pass  # this very version was snapshotted already (by hand, or by another process)
+        except Exception as error:  # the events are stored; a missing snapshot only costs time
+            log.warning("snapshot_failed", batch_id=str(batch.id), error=str(error))
 
     # ------------------------------------------------------------------ commands
 
     def submit(self, cmd: RegisterBatch) -> UUID:
         """Register and start a batch in one append. Idempotent per external reference."""
         batch_id = CJBatch.create_id(cmd.external_ref)
-        if batch_id in self.repository:
-            log.info("batch_already_registered", batch_id=str(batch_id))
-            return batch_id
-        batch = CJBatch.register(
-            external_ref=cmd.external_ref,
-            essays=tuple(cmd.essays),
-            policy=cmd.policy.with_budget_override(cmd.budget_override),
-            requested_mode=cmd.requested_mode,
-            provider=cmd.provider,
-            model=cmd.model,
-            seed=cmd.seed,
-        )
-        workflow.start_batch(batch, self.mode_setting, self.clock())
-        try:
-            self.save(batch)
-        except IntegrityError:
-            # Someone registered the same reference a moment ago: same batch, no-op.
-            return batch_id
+        with self._commanding([batch_id]) as load:
+            if load(batch_id) is not None:
+                log.info("batch_already_registered", batch_id=str(batch_id))
+                return batch_id
+            batch = CJBatch.register(
+                external_ref=cmd.external_ref,
+                essays=tuple(cmd.essays),
+                policy=cmd.policy.with_budget_override(cmd.budget_override),
+                requested_mode=cmd.requested_mode,
+                provider=cmd.provider,
+                model=cmd.model,
+                seed=cmd.seed,
+            )
+            workflow.start_batch(batch, self.mode_setting, self.clock())
+            try:
+                self.save(batch)
+            except IntegrityError:
+                # Someone registered the same reference a moment ago: same batch, no-op.
+                return batch_id
+            if self.repository.cache is not None:
+                self.repository.cache.put(batch_id, batch)  # exactly what was just stored
         log.info(
             "batch_submitted",
             batch_id=str(batch_id),
@@ -175,26 +232,28 @@ class BatchApplication(Application[UUID]):
             results: list[RecordResult | None] = [None] * len(items)
             changed: list[CJBatch] = []
             now = self.clock()
-            for batch_id, indexes in by_batch.items():
-                batch = self._get_or_none(batch_id)
-                if batch is None:
+            with self._commanding(by_batch) as load:
+                for batch_id, indexes in by_batch.items():
+                    batch = load(batch_id)
+                    if batch is None:
+                        for i in indexes:
+                            results[i] = RecordResult(
+                                RecordStatus.REJECTED,
+                                BatchNotFound.code,
+                                f"batch {batch_id} does not exist",
+                            )
+                        continue
                     for i in indexes:
-                        results[i] = RecordResult(
-                            RecordStatus.REJECTED,
-                            BatchNotFound.code,
-                            f"batch {batch_id} does not exist",
-                        )
+                        results[i] = self._apply_outcome(batch, items[i][1], now)
+                    if batch.pending_events:
+                        changed.append(batch)
+                try:
+                    if changed:
+                        self.save(*changed)
+                except IntegrityError:
+                    self._evict(by_batch)
+                    log.info("outcome_save_conflict_retrying", batches=len(changed))
                     continue
-                for i in indexes:
-                    results[i] = self._apply_outcome(batch, items[i][1], now)
-                if batch.pending_events:
-                    changed.append(batch)
-            try:
-                if changed:
-                    self.save(*changed)
-            except IntegrityError:
-                log.info("outcome_save_conflict_retrying", batches=len(changed))
-                continue
             return [r for r in results if r is not None]
         raise ConcurrencyExhausted(f"gave up after {self.max_save_attempts} conflicting saves")
 
@@ -204,26 +263,32 @@ class BatchApplication(Application[UUID]):
         closed = 0
         for batch_id in self.open_batch_ids():
             for _attempt in range(self.max_save_attempts):
-                batch = self.get_batch(batch_id)
-                ids = workflow.close_overdue(batch, now)
-                if not ids:
-                    break
-                try:
-                    self.save(batch)
-                except IntegrityError:
-                    continue
-                closed += len(ids)
-                log.info(
-                    "comparisons_closed_by_deadline", batch_id=str(batch_id), comparisons=len(ids)
-                )
+                with self._commanding([batch_id]) as load:
+                    batch = load(batch_id)
+                    ids = workflow.close_overdue(batch, now) if batch is not None else []
+                    if ids:
+                        try:
+                            self.save(batch)
+                        except IntegrityError:
+                            self._evict([batch_id])
+                            continue
+                if ids:
+                    closed += len(ids)
+                    log.info(
+                        "comparisons_closed_by_deadline",
+                        batch_id=str(batch_id),
+                        comparisons=len(ids),
+                    )
                 break
         return closed
 
     # ------------------------------------------------------------------ queries
 
     def get_batch(self, batch_id: UUID, version: int | None = None) -> CJBatch:
+        """A private copy of the batch (at ``version``): the caller may do anything with it."""
         try:
-            batch: CJBatch = self.repository.get(batch_id, version=version)
+            with self._locked([batch_id]):  # never copy a cached batch a command is changing
+                batch: CJBatch = self.repository.get(batch_id, version=version)
         except AggregateNotFoundError:
             raise BatchNotFound(f"batch {batch_id} does not exist") from None
         return batch
@@ -261,11 +326,46 @@ class BatchApplication(Application[UUID]):
 
     # ------------------------------------------------------------------ helpers
 
-    def _get_or_none(self, batch_id: UUID) -> CJBatch | None:
+    @contextmanager
+    def _locked(self, batch_ids: Iterable[UUID]) -> Iterator[None]:
+        """Hold the locks of these batches (stripes taken in one global order: no deadlock)."""
+        stripes = sorted({batch_id.int % len(self._batch_locks) for batch_id in batch_ids})
+        with ExitStack() as stack:
+            for stripe in stripes:
+                stack.enter_context(self._batch_locks[stripe])
+            yield
+
+    @contextmanager
+    def _commanding(self, batch_ids: Iterable[UUID]) -> Iterator[Callable[[UUID], CJBatch | None]]:
+        """Run a command on these batches: hold their locks and yield a loader that returns
+        the cached instances themselves (``None`` for a batch that does not exist).
+
+        A block that raises may leave unsaved changes on what it loaded, so those batches
+        are evicted and the next command rebuilds them from the store. A block that catches
+        a failed save must evict them itself (``_evict``).
+        """
+        ids = list(batch_ids)
+        with self._locked(ids):
+            try:
+                yield self._load_for_command
+            except BaseException:
+                self._evict(ids)
+                raise
+
+    def _load_for_command(self, batch_id: UUID) -> CJBatch | None:
         try:
-            return self.get_batch(batch_id)
-        except BatchNotFound:
+            batch: CJBatch = self.repository.get(batch_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
             return None
+        return batch
+
+    def _evict(self, batch_ids: Iterable[UUID]) -> None:
+        cache = self.repository.cache
+        if cache is None:
+            return
+        for batch_id in batch_ids:
+            with suppress(KeyError):
+                cache.get(batch_id, evict=True)
 
     @staticmethod
     def _apply_outcome(batch: CJBatch, outcome: ComparisonOutcome, now: datetime) -> RecordResult:

@@ -6,6 +6,12 @@ turn a typed dataclass into JSON-native data and back (tuples, nested values, en
 datetimes), so each type gets a small transcoding built on it instead of hand-written
 converters. JSON has no tuples: the mapper turns top-level list fields of events back into
 tuples, so an event read from the store equals the event that was saved.
+
+Snapshots carry an aggregate's ``__dict__``, where lists and tuples live side by side
+(``CJBatch.waves`` is a list that grows, ``CJBatch.essays`` a tuple), so "every list back to a
+tuple" would be wrong there. A snapshot row therefore also names the state fields that were
+tuples, and reading it restores exactly those: a batch restored from a snapshot equals the
+batch replayed from its events, field by field and type by type.
 """
 
 from __future__ import annotations
@@ -14,11 +20,13 @@ from collections.abc import Iterable
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
-from eventsourcing.domain import DomainEventProtocol
+from eventsourcing.domain import CanSnapshotAggregate, DomainEventProtocol
 from eventsourcing.persistence import JSONTranscoder, Mapper, StoredEvent, Transcoding
 from pydantic import TypeAdapter
 
 T = TypeVar("T")
+
+SNAPSHOT_TUPLE_FIELDS = "state_tuple_fields"  # stored beside a snapshot's "state"
 
 
 class DataclassTranscoding(Transcoding, Generic[T]):
@@ -57,12 +65,34 @@ def register_value_types(
 
 
 class TupleRestoringMapper(Mapper[Any]):
-    """Events are immutable: their sequence fields come back as tuples, as they were saved."""
+    """Reads back exactly what was saved, where JSON alone would turn tuples into lists.
+
+    Events are immutable, so their sequence fields are tuples: every top-level list of an
+    event comes back as a tuple. A snapshot's state comes back with the fields that were
+    tuples when it was taken as tuples, and its lists as lists. (Nested values are rebuilt
+    by their own transcodings, which know their field types.)
+    """
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        if isinstance(domain_event, CanSnapshotAggregate):
+            tuple_fields = sorted(k for k, v in domain_event.state.items() if isinstance(v, tuple))
+            marked = object.__new__(type(domain_event))
+            object.__setattr__(
+                marked, "__dict__", {**vars(domain_event), SNAPSHOT_TUPLE_FIELDS: tuple_fields}
+            )
+            domain_event = marked
+        return super().to_stored_event(domain_event)
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         domain_event = super().to_domain_event(stored_event)
-        state = domain_event.__dict__
-        for key, value in state.items():
+        attributes = domain_event.__dict__
+        if isinstance(domain_event, CanSnapshotAggregate):
+            state = domain_event.state
+            for key in attributes.pop(SNAPSHOT_TUPLE_FIELDS, ()):
+                if key in state:
+                    state[key] = tuple(state[key])
+            return domain_event
+        for key, value in attributes.items():
             if isinstance(value, list):
-                state[key] = tuple(value)
+                attributes[key] = tuple(value)
         return domain_event

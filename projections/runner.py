@@ -6,6 +6,10 @@ PostgreSQL without the risk of a lost NOTIFY stalling it). Each page is applied 
 projection in one transaction that also moves its tracking position. A crash anywhere
 rolls back that page; the next run resumes from the committed position, so rows are
 never duplicated or lost.
+
+Embedding: ``start()`` follows the log in a daemon thread, ``stop()`` ends it,
+``run_once()`` catches up synchronously, ``lag()`` and ``status()`` report how far each
+read model is behind the head of the log.
 """
 
 from __future__ import annotations
@@ -20,7 +24,14 @@ import structlog
 from eventsourcing.persistence import IntegrityError
 
 from projections.catalogue import PROJECTIONS, ReadModelProjection
-from projections.store import ReadModelStoreMixin, store_for
+from projections.store import ReadModelStoreMixin, RebuildInProgress, store_for
+
+__all__ = [
+    "ProjectionStatus",
+    "ReadModelRunner",
+    "RebuildInProgress",
+    "UnknownProjection",
+]
 
 log = structlog.get_logger("cjledger.projections")
 
@@ -45,6 +56,13 @@ class UnknownProjection(LookupError):
 
 
 class ReadModelRunner:
+    """Applies the log to the read models (all of them, or ``names``), page by page.
+
+    Shares ``app``'s database: the read models live beside the events. Creates the read
+    models' tables on first use. Several runners on one store (one per ``serve`` process)
+    are safe: each page is applied once, whoever gets there first.
+    """
+
     def __init__(
         self,
         app: Any,
@@ -69,8 +87,7 @@ class ReadModelRunner:
         }
         for name, projection in self.projections.items():
             if self.store.active_generation(name) is None:
-                self.store.create_generation(name, 1, projection.ddl, projection.indexes)
-                self.store.activate(name, 1)
+                self.store.ensure_first_generation(name, projection.ddl, projection.indexes)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
@@ -81,8 +98,22 @@ class ReadModelRunner:
         return int(self.app.recorder.max_notification_id() or 0)
 
     def run_once(self) -> int:
-        """Bring every projection up to the head of the log; return events seen."""
-        return sum(self.catch_up(name) for name in self.projections)
+        """Bring every projection up to the head of the log; return events seen.
+
+        A read model whose page fails does not hold the others back: they are caught up
+        first, then the first error is raised.
+        """
+        seen = 0
+        errors: list[Exception] = []
+        for name in self.projections:
+            try:
+                seen += self.catch_up(name)
+            except Exception as error:
+                log.warning("projection_page_failed", projection=name, error=str(error))
+                errors.append(error)
+        if errors:
+            raise errors[0]
+        return seen
 
     def catch_up(
         self, name: str, generation: int | None = None, progress: Progress | None = None
@@ -96,13 +127,22 @@ class ReadModelRunner:
             )
             if not notifications:
                 return seen
-            self._apply_page(name, gen, notifications)
+            try:
+                self._apply_page(name, gen, position, notifications)
+            except Exception:
+                if generation is None and self._active(name) != gen:
+                    # A rebuild switched readers to a new generation (and may have dropped
+                    # this one) while the page was applied: carry on with the new one.
+                    continue
+                raise
             seen += len(notifications)
             if progress is not None:
                 progress(notifications[-1].id, self.head())
         return seen
 
-    def _apply_page(self, name: str, generation: int, notifications: list[Any]) -> None:
+    def _apply_page(
+        self, name: str, generation: int, position: int, notifications: list[Any]
+    ) -> None:
         projection = self.projections[name]
         tables = self.store.tables_for(generation, projection.ddl)
         wanted = set(projection.topics)
@@ -113,6 +153,8 @@ class ReadModelRunner:
                         event = self.app.mapper.to_domain_event(notification)
                         projection.apply(self.store, cursor, tables, event)
         except IntegrityError:
+            if self.store.position(name, generation) <= position:
+                raise  # nobody else moved the position: the rows themselves were refused
             # Another runner committed this page first; its rows stand, ours rolled back.
             log.info(
                 "projection_page_already_applied", projection=name, position=notifications[-1].id
@@ -160,6 +202,10 @@ class ReadModelRunner:
 
     # ------------------------------------------------------------------ operating
 
+    def lag(self) -> dict[str, int]:
+        """Per read model: how many notifications of the log it has not applied yet."""
+        return {s.name: s.lag for s in self.status()}
+
     def status(self) -> list[ProjectionStatus]:
         head = self.head()
         result = []
@@ -173,23 +219,28 @@ class ReadModelRunner:
     def rebuild(self, name: str, progress: Progress | None = None) -> ProjectionStatus:
         """Replay the whole log into a fresh generation, then switch readers to it.
 
-        Readers keep querying the old, complete generation until the new one has caught
-        up with the head of the log; the switch is one row update.
+        Readers keep querying the old, complete generation until the new one has applied
+        everything the old one has; the switch is one row update. Writers and the live
+        runner keep going meanwhile. Only one rebuild of a read model runs at a time
+        (``RebuildInProgress`` otherwise); an interrupted rebuild leaves the old
+        generation active and untouched.
         """
         if name not in self.projections:
             raise UnknownProjection(f"unknown projection {name!r}")
         projection = self.projections[name]
-        old = self._active(name)
-        new = old + 1
         started = time.perf_counter()
-        self.store.create_generation(name, new, projection.ddl, projection.indexes)
-        while True:
-            self.catch_up(name, generation=new, progress=progress)
-            if self.store.position(name, new) >= self.head():
-                break
-        self.store.activate(name, new)
-        self.catch_up(name, generation=new, progress=progress)  # writes that raced the switch
-        self.store.drop_generation(old, projection.ddl)
+        with self.store.rebuild_lock(name):
+            old = self._active(name)
+            new = old + 1
+            self.store.create_generation(name, new, projection.ddl, projection.indexes)
+            while True:
+                self.catch_up(name, generation=new, progress=progress)
+                if self._stop.is_set():
+                    raise InterruptedError(f"rebuild of {name} stopped before the switch")
+                if self.store.switch_if_caught_up(name, old, new):
+                    break
+            self.catch_up(name, generation=new, progress=progress)  # writes that raced it
+            self.store.drop_generation(old, projection.ddl)
         status = ProjectionStatus(name, new, self.store.position(name, new), self.head())
         log.info(
             "projection_rebuilt",

@@ -11,13 +11,24 @@ insert refuses a position that is not past the stored one, so replaying an event
 already applied rolls the whole transaction back. That is what makes projection
 processing exactly-once. The tracking key is ``<projection>@g<N>``, so SQLite's shared
 ``tracking`` table holds one row per projection generation.
+
+The projections' SQL is the same on both backends. What differs lives here, in the two
+store classes: how a table name is qualified (PostgreSQL's schema), the placeholder
+(``?`` / ``%s``), how a write transaction starts (SQLite: ``BEGIN IMMEDIATE``), how a
+switch keeps the live position still while it compares (SQLite's database lock /
+``SELECT ... FOR UPDATE``), PostgreSQL's pipelining of a page's statements, and the lock
+that keeps two rebuilds of one read model apart (a lock file / an advisory lock; both die
+with the process that holds them).
 """
 
 from __future__ import annotations
 
+import fcntl
 import re
+import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import Tracking
@@ -27,6 +38,14 @@ from eventsourcing.sqlite import SQLiteTrackingRecorder
 GENERATIONS_TABLE = "cjledger_rm_generations"
 PG_TRACKING_TABLE = "cjledger_rm_tracking"
 _PLACEHOLDER = re.compile(r"\?")
+
+
+class RebuildInProgress(RuntimeError):
+    """Another process (or thread) is rebuilding the same read model."""
+
+
+class _NotCaughtUp(Exception):
+    pass
 
 
 def tracking_key(projection: str, generation: int) -> str:
@@ -44,6 +63,12 @@ class ReadModelStoreMixin:
 
     # -- dialect hooks -----------------------------------------------------------------
 
+    @contextmanager
+    def write_transaction(self) -> Iterator[Any]:
+        """A transaction that will write: committed at the end, rolled back on error."""
+        with self.datastore.transaction(commit=True) as c:
+            yield c
+
     def qualify(self, table: str) -> str:
         return table
 
@@ -56,6 +81,14 @@ class ReadModelStoreMixin:
     def _delete_tracking(self, cursor: Any, key: str) -> None:
         raise NotImplementedError
 
+    def _freeze_tracking(self, cursor: Any, key: str) -> None:
+        """Keep other transactions from moving ``key``'s position until this one ends."""
+
+    @contextmanager
+    def rebuild_lock(self, projection: str) -> Iterator[None]:
+        raise NotImplementedError
+        yield
+
     # ``_insert_tracking(cursor, tracking)`` and ``max_tracking_id(name)`` come from the
     # library's tracking recorder that each concrete store also inherits from.
     _insert_tracking: Any
@@ -64,7 +97,7 @@ class ReadModelStoreMixin:
     # -- schema ------------------------------------------------------------------------
 
     def ensure_generations_table(self) -> None:
-        with self.datastore.transaction(commit=True) as c:
+        with self.write_transaction() as c:
             c.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.qualify(GENERATIONS_TABLE)} "
                 "(projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
@@ -78,7 +111,7 @@ class ReadModelStoreMixin:
     ) -> None:
         """(Re)create a generation's tables, empty, with no tracking position."""
         tables = self.tables_for(generation, ddl)
-        with self.datastore.transaction(commit=True) as c:
+        with self.write_transaction() as c:
             for base, columns in ddl.items():
                 c.execute(f"DROP TABLE IF EXISTS {tables[base]}")
                 c.execute(f"CREATE TABLE {tables[base]} ({columns})")
@@ -86,8 +119,27 @@ class ReadModelStoreMixin:
                 c.execute(index.format(g=generation, **tables))
             self._delete_tracking(c, tracking_key(projection, generation))
 
+    def ensure_first_generation(
+        self, projection: str, ddl: dict[str, str], indexes: Sequence[str] = ()
+    ) -> None:
+        """Give a read model its first generation, unless it has one: two processes that
+        start at once on a new store both end up using the same, untouched tables."""
+        tables = self.tables_for(1, ddl)
+        with self.write_transaction() as c:
+            for base, columns in ddl.items():
+                c.execute(f"CREATE TABLE IF NOT EXISTS {tables[base]} ({columns})")
+            for index in indexes:
+                c.execute(index.format(g=1, **tables))
+            c.execute(
+                self.sql(
+                    f"INSERT INTO {self.qualify(GENERATIONS_TABLE)} (projection, generation) "
+                    "VALUES (?, 1) ON CONFLICT (projection) DO NOTHING"
+                ),
+                (projection,),
+            )
+
     def drop_generation(self, generation: int, ddl: dict[str, str]) -> None:
-        with self.datastore.transaction(commit=True) as c:
+        with self.write_transaction() as c:
             for table in self.tables_for(generation, ddl).values():
                 c.execute(f"DROP TABLE IF EXISTS {table}")
 
@@ -105,16 +157,39 @@ class ReadModelStoreMixin:
         row = c.fetchone()
         return None if row is None else int(self.row_dict(row)["generation"])
 
-    def activate(self, projection: str, generation: int) -> None:
-        with self.datastore.transaction(commit=True) as c:
-            c.execute(
-                self.sql(
-                    f"INSERT INTO {self.qualify(GENERATIONS_TABLE)} (projection, generation) "
-                    "VALUES (?, ?) ON CONFLICT (projection) DO UPDATE "
-                    "SET generation = excluded.generation"
-                ),
-                (projection, generation),
-            )
+    def switch_if_caught_up(self, projection: str, old: int, new: int) -> bool:
+        """Point readers at generation ``new`` if it has applied at least every event
+        ``old`` has, all in one transaction; ``False`` (nothing changed) otherwise.
+
+        The pointer row is written first, which takes SQLite's write lock at once (and
+        the row lock on PostgreSQL); ``old``'s tracking row is then frozen, so the two
+        positions compared are the ones readers see when the switch commits. Readers thus
+        never step back to an older state of the read model.
+        """
+        try:
+            with self.write_transaction() as c:
+                pointer = self.qualify(GENERATIONS_TABLE)
+                c.execute(  # a write first: it takes the lock before anything is read
+                    self.sql(f"UPDATE {pointer} SET generation = generation WHERE projection = ?"),
+                    (projection,),
+                )
+                if self._active_generation(c, projection) != old:
+                    raise _NotCaughtUp(f"{projection} is not at generation {old}")
+                self._freeze_tracking(c, tracking_key(projection, old))
+                if self._position(c, projection, new) < self._position(c, projection, old):
+                    raise _NotCaughtUp(f"generation {new} of {projection} is behind")
+                c.execute(
+                    self.sql(f"UPDATE {pointer} SET generation = ? WHERE projection = ?"),
+                    (new, projection),
+                )
+        except _NotCaughtUp:
+            return False
+        return True
+
+    def _position(self, c: Any, projection: str, generation: int) -> int:
+        return int(self._max_tracking_id(tracking_key(projection, generation), c) or 0)
+
+    _max_tracking_id: Any
 
     def position(self, projection: str, generation: int) -> int:
         return self.max_tracking_id(tracking_key(projection, generation)) or 0
@@ -124,7 +199,7 @@ class ReadModelStoreMixin:
     @contextmanager
     def writing(self, projection: str, generation: int, position: int) -> Iterator[Any]:
         """A transaction that ends by moving the generation's tracking to ``position``."""
-        with self.datastore.transaction(commit=True) as c:
+        with self.write_transaction() as c:
             yield c
             self._insert_tracking(c, Tracking(tracking_key(projection, generation), position))
 
@@ -144,8 +219,58 @@ class ReadModelStoreMixin:
 
 
 class SQLiteReadModelStore(ReadModelStoreMixin, SQLiteTrackingRecorder):
+    """Read models in the SQLite file of the events. A write transaction holds the whole
+    database's lock, so nothing needs freezing while a switch compares positions."""
+
+    _thread_locks: dict[str, threading.Lock] = {}
+    _thread_locks_guard = threading.Lock()
+
     def _delete_tracking(self, cursor: Any, key: str) -> None:
         cursor.execute("DELETE FROM tracking WHERE application_name = ?", (key,))
+
+    @contextmanager
+    def write_transaction(self) -> Iterator[Any]:
+        """``BEGIN IMMEDIATE``: take the write lock up front (waiting for it if need be).
+
+        The library begins transactions deferred; one that reads before it writes cannot
+        wait for another writer and fails with "database is locked" at once.
+        """
+        with self.datastore.transaction(commit=True) as c:
+            c.execute("COMMIT")  # the empty deferred transaction the library began
+            c.execute("BEGIN IMMEDIATE")
+            yield c
+
+    @contextmanager
+    def rebuild_lock(self, projection: str) -> Iterator[None]:
+        """A lock file beside the database (flock: released if the process dies); a shared
+        in-memory database has no file, so a thread lock stands in for it."""
+        db_name = self.datastore.pool.db_name
+        key = f"{db_name}:{projection}"
+        with self._thread_locks_guard:
+            thread_lock = self._thread_locks.setdefault(key, threading.Lock())
+        if not thread_lock.acquire(blocking=False):
+            raise RebuildInProgress(f"a rebuild of {projection} is already running")
+        try:
+            if _is_memory_database(db_name):
+                yield
+                return
+            with open(Path(f"{db_name}.rebuild-{projection}.lock"), "a+b") as handle:
+                try:
+                    fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    raise RebuildInProgress(
+                        f"a rebuild of {projection} is already running"
+                    ) from None
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        finally:
+            thread_lock.release()
+
+
+def _is_memory_database(db_name: str) -> bool:
+    return ":memory:" in db_name or "mode=memory" in db_name
 
 
 class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
@@ -164,6 +289,36 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
             f"DELETE FROM {self.qualify(self.tracking_table_name)} WHERE application_name = %s",
             (key,),
         )
+
+    def _freeze_tracking(self, cursor: Any, key: str) -> None:
+        cursor.execute(
+            f"SELECT notification_id FROM {self.qualify(self.tracking_table_name)} "
+            "WHERE application_name = %s FOR UPDATE",
+            (key,),
+        )
+
+    @contextmanager
+    def writing(self, projection: str, generation: int, position: int) -> Iterator[Any]:
+        """As on SQLite, in pipeline mode: a page's statements go out without waiting for
+        each other's replies; errors still surface before the commit."""
+        with super().writing(projection, generation, position) as c, c.connection.pipeline():
+            yield c
+
+    @contextmanager
+    def rebuild_lock(self, projection: str) -> Iterator[None]:
+        """A session advisory lock on a connection held for the rebuild; PostgreSQL
+        releases it if the process dies."""
+        key = f"cjledger.rebuild:{self.datastore.schema}:{projection}"
+        with self.datastore.get_connection() as conn:
+            row = conn.execute(
+                "SELECT pg_try_advisory_lock(hashtext(%s)) AS locked", (key,)
+            ).fetchone()
+            if not row or not row["locked"]:
+                raise RebuildInProgress(f"a rebuild of {projection} is already running")
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
 def store_for(app: Any) -> ReadModelStoreMixin:

@@ -1,26 +1,49 @@
-"""``cjledger projections``: run, inspect and rebuild the read models."""
+"""``cjledger projections``: run, inspect and rebuild the read models.
+
+The store is ``--store FILE`` (SQLite) or ``CJLEDGER_DATABASE_URL``; on PostgreSQL a
+named schema is created on first use, like the tables.
+"""
 
 from __future__ import annotations
 
 import json
 import signal
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
+import psycopg
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from application.batches import BatchApplication
 from infrastructure.cli.app import app, fail
-from infrastructure.cli.common import StoreOption, make_console, open_app
+from infrastructure.cli.common import StoreOption, database_url, make_console, open_app
 from infrastructure.logging import configure_logging
+from infrastructure.persistence.store import BadDatabaseUrl, ensure_schema, eventsourcing_env
 from projections.catalogue import PROJECTIONS
-from projections.runner import ReadModelRunner, UnknownProjection
+from projections.runner import ReadModelRunner, RebuildInProgress, UnknownProjection
 
 projections_app = typer.Typer(
     help="Read models: follow the log, report lag, rebuild.", no_args_is_help=True
 )
 app.add_typer(projections_app, name="projections")
+
+
+@contextmanager
+def _open_store(store: Path | None) -> Iterator[BatchApplication]:
+    if store is None:
+        try:
+            ensure_schema(eventsourcing_env(database_url(None)))
+        except BadDatabaseUrl:
+            pass  # open_app reports it
+        except psycopg.Error as error:
+            fail(f"cannot reach the database: {str(error).strip().splitlines()[0]}")
+    with open_app(store) as cj:
+        yield cj
 
 
 def _runner(cj: object, names: list[str] | None = None) -> ReadModelRunner:
@@ -39,7 +62,7 @@ def run(
 ) -> None:
     """Catch every projection up with the log, then keep following it (until SIGTERM)."""
     configure_logging(json_logs=not once, level="INFO")
-    with open_app(store) as cj:
+    with _open_store(store) as cj:
         runner = _runner(cj)
         runner.poll_interval = poll_interval
         runner.page_size = page_size
@@ -63,7 +86,7 @@ def status(
 ) -> None:
     """Per projection: active generation, position, head of the log and lag."""
     configure_logging(json_logs=False, level="WARNING")
-    with open_app(store) as cj:
+    with _open_store(store) as cj:
         rows = _runner(cj).status()
     if as_json:
         print(
@@ -101,7 +124,7 @@ def rebuild(
     names = [name] if name else list(PROJECTIONS)
     configure_logging(json_logs=False, level="WARNING")
     console = make_console()
-    with open_app(store) as cj:
+    with _open_store(store) as cj:
         runner = _runner(cj, names)
         with Progress(
             TextColumn("{task.description}"),
@@ -116,7 +139,11 @@ def rebuild(
                 def advance(position: int, head: int, task: int = task) -> None:
                     progress.update(task, completed=position, total=max(head, 1))
 
-                result = runner.rebuild(projection, progress=advance)
+                try:
+                    result = runner.rebuild(projection, progress=advance)
+                except RebuildInProgress as busy:
+                    progress.stop()
+                    fail(f"{busy}; try again when it has finished", code=1)
                 progress.update(task, completed=result.position, total=max(result.head, 1))
         for s in runner.status():
             console.print(

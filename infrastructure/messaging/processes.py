@@ -55,8 +55,8 @@ def retry_backoff(settings: Settings) -> Backoff:
 
 def service_env(settings: Settings) -> dict[str, str]:
     """The eventsourcing environment of a long-running CJ process."""
-    # No aggregate cache: eventsourcing deep-copies a cached aggregate on every get, which
-    # measured slower than replaying a batch's events (bench/bench_broker.py).
+    # The batch application brings its own aggregate cache and snapshots (see
+    # application/batches.py): commands work on the cached batch without a deep copy.
     return eventsourcing_env(settings.database_url)
 
 

@@ -16,6 +16,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
 
 from application.batches import BatchApplication
+from infrastructure.persistence.store import ensure_schema
 
 T = TypeVar("T")
 log = structlog.get_logger("cjledger.persistence")
@@ -51,4 +52,6 @@ def retry_schema_race(create: Callable[[], T], attempts: int = 5) -> T:
 
 
 def open_batch_application(env: dict[str, str], **kwargs: Any) -> BatchApplication:
+    """Create the configured PostgreSQL schema if needed, then open the application."""
+    retry_schema_race(lambda: ensure_schema(env))
     return retry_schema_race(lambda: BatchApplication(env=env, **kwargs))

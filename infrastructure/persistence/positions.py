@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from psycopg import sql
+
 from application.dispatcher import InMemoryPositionStore
 from application.ports import PositionStore
 
@@ -39,27 +41,36 @@ class SQLitePositionStore:
 
 
 class PostgresPositionStore:
+    """Positions in the application's own schema (``POSTGRES_SCHEMA``, default ``public``)."""
+
     def __init__(self, datastore: Any) -> None:
         self.datastore = datastore
-        self.table = f"{datastore.schema}.{TABLE}" if getattr(datastore, "schema", "") else TABLE
+        schema = getattr(datastore, "schema", "") or "public"
+        self.table = sql.Identifier(schema, TABLE)
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(
-                f"CREATE TABLE IF NOT EXISTS {self.table} "
-                "(name text PRIMARY KEY, position bigint NOT NULL)"
+                sql.SQL(
+                    "CREATE TABLE IF NOT EXISTS {} "
+                    "(name text PRIMARY KEY, position bigint NOT NULL)"
+                ).format(self.table)
             )
 
     def get(self, name: str) -> int:
         with self.datastore.transaction(commit=False) as cursor:
-            cursor.execute(f"SELECT position FROM {self.table} WHERE name = %s", (name,))
+            cursor.execute(
+                sql.SQL("SELECT position FROM {} WHERE name = %s").format(self.table), (name,)
+            )
             row = cursor.fetchone()
         return int(row["position"]) if row else 0
 
     def set(self, name: str, position: int) -> None:
         with self.datastore.transaction(commit=True) as cursor:
             cursor.execute(
-                f"INSERT INTO {self.table} AS p (name, position) VALUES (%s, %s) "
-                "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position "
-                "WHERE EXCLUDED.position > p.position",
+                sql.SQL(
+                    "INSERT INTO {} AS p (name, position) VALUES (%s, %s) "
+                    "ON CONFLICT (name) DO UPDATE SET position = EXCLUDED.position "
+                    "WHERE EXCLUDED.position > p.position"
+                ).format(self.table),
                 (name, position),
             )
 

@@ -1,56 +1,148 @@
-"""Store selection: one URL picks the ``eventsourcing`` persistence module and its settings."""
+"""Store selection: one URL picks the ``eventsourcing`` persistence module and its settings.
+
+``CJLEDGER_DATABASE_URL`` is the only store setting. ``sqlite:///PATH`` (the default) is the
+embedded store, one file; ``postgresql://USER:PASSWORD@HOST:PORT/DBNAME?schema=S&...`` is
+the service store. This module only translates the URL into the library's environment keys
+(``eventsourcing_env``); the library creates its tables when an application first opens the
+store. It does not create a PostgreSQL schema, which ``ensure_schema`` does.
+
+The connection-pool defaults are chosen for this service, not taken from the library: every
+append to the event table takes a table lock, so more connections never add write
+throughput; a process needs a few for concurrent reads and one per writer, and several
+processes share one server's ``max_connections``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
+
+import psycopg
+from psycopg import sql
 
 
 class BadDatabaseUrl(ValueError):
     pass
 
 
+# URL query option -> eventsourcing environment key. Values are passed through unchanged
+# and checked by the library when the store is opened.
+POSTGRES_OPTIONS = {
+    "schema": "POSTGRES_SCHEMA",
+    "pool_size": "POSTGRES_POOL_SIZE",
+    "max_overflow": "POSTGRES_MAX_OVERFLOW",
+    "max_waiting": "POSTGRES_MAX_WAITING",
+    "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
+    "conn_max_age": "POSTGRES_CONN_MAX_AGE",
+    "pre_ping": "POSTGRES_PRE_PING",
+    "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
+    "idle_in_transaction_session_timeout": "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
+}
+
+# Defaults for a URL that does not name them (the library's own are in brackets).
+POSTGRES_DEFAULTS = {
+    "POSTGRES_POOL_SIZE": "4",  # connections kept open per application instance [5]
+    "POSTGRES_MAX_OVERFLOW": "6",  # extra connections under a burst [10]
+    "POSTGRES_CONNECT_TIMEOUT": "10",  # seconds to get a connection, also from the pool [30]
+}
+
+SQLITE_LOCK_TIMEOUT = "30"  # seconds a writer waits for another writer's transaction
+
+
 def eventsourcing_env(database_url: str) -> dict[str, str]:
     """Translate ``CJLEDGER_DATABASE_URL`` into the library's environment keys.
 
-    * ``sqlite:///relative/or/absolute.db`` (``sqlite:///:memory:`` for a private store)
-    * ``postgresql://user:password@host:port/dbname[?schema=name]``
-    * ``memory://`` — plain Python objects, for tests
+    * ``sqlite:///relative/path.db`` or ``sqlite:////absolute/path.db`` (the file's
+      directory is created if missing); ``sqlite:///:memory:`` (private to one application
+      instance) or ``sqlite:///file:NAME?mode=memory&cache=shared`` (shared in a process).
+    * ``postgresql://user:password@host:port/dbname?option=value&...`` (or ``postgres://``);
+      the options are the keys of ``POSTGRES_OPTIONS``; percent-escapes are decoded.
+    * ``memory://``: plain Python objects, for tests.
+
+    Raises ``BadDatabaseUrl`` for anything else, naming what is wrong.
     """
     url = urlparse(database_url)
     if url.scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}
     if url.scheme == "sqlite":
-        path = unquote(url.path)
-        if url.netloc:
-            raise BadDatabaseUrl(f"sqlite URLs have no host: {database_url!r}")
-        if path.startswith("/"):
-            path = path[1:]  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
-        if not path:
-            raise BadDatabaseUrl(f"sqlite URL names no file: {database_url!r}")
-        if path != ":memory:" and not path.startswith("file:"):
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return {
-            "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-            "SQLITE_DBNAME": path,
-            "SQLITE_LOCK_TIMEOUT": "30",
-        }
+        return _sqlite_env(database_url, url.netloc, unquote(url.path), url.query)
     if url.scheme in ("postgresql", "postgres"):
-        if not url.path.strip("/"):
-            raise BadDatabaseUrl(f"postgresql URL names no database: {database_url!r}")
-        env = {
-            "PERSISTENCE_MODULE": "eventsourcing.postgres",
-            "POSTGRES_DBNAME": unquote(url.path.strip("/")),
-            "POSTGRES_HOST": url.hostname or "127.0.0.1",
-            "POSTGRES_PORT": str(url.port or 5432),
-            "POSTGRES_USER": unquote(url.username or "postgres"),
-            "POSTGRES_PASSWORD": unquote(url.password or ""),
-        }
-        for part in filter(None, url.query.split("&")):
-            key, _, value = part.partition("=")
-            if key == "schema":
-                env["POSTGRES_SCHEMA"] = value
-        return env
+        return _postgres_env(database_url)
     raise BadDatabaseUrl(
         f"unsupported database URL {database_url!r}: use sqlite:///PATH or postgresql://..."
     )
+
+
+def _sqlite_env(database_url: str, netloc: str, path: str, query: str) -> dict[str, str]:
+    if netloc:
+        raise BadDatabaseUrl(f"a sqlite URL has no host (use three slashes): {database_url!r}")
+    path = path.removeprefix("/")  # sqlite:///rel.db -> rel.db ; sqlite:////abs.db -> /abs.db
+    if not path:
+        raise BadDatabaseUrl(f"a sqlite URL must name a file: {database_url!r}")
+    if query:
+        if not path.startswith("file:"):
+            raise BadDatabaseUrl(f"only a sqlite file: URI takes options: {database_url!r}")
+        path = f"{path}?{query}"  # e.g. file:name?mode=memory&cache=shared
+    if path != ":memory:" and not path.startswith("file:"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+    return {
+        "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "SQLITE_DBNAME": path,
+        "SQLITE_LOCK_TIMEOUT": SQLITE_LOCK_TIMEOUT,
+    }
+
+
+def _postgres_env(database_url: str) -> dict[str, str]:
+    url = urlparse(database_url)
+    dbname = unquote(url.path.removeprefix("/"))
+    if not dbname or "/" in dbname:
+        raise BadDatabaseUrl(f"a postgresql URL must name one database: {database_url!r}")
+    try:
+        port = url.port or 5432
+    except ValueError:
+        raise BadDatabaseUrl(f"bad port in {database_url!r}") from None
+    env = {
+        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "POSTGRES_DBNAME": dbname,
+        "POSTGRES_HOST": url.hostname or "127.0.0.1",
+        "POSTGRES_PORT": str(port),
+        "POSTGRES_USER": unquote(url.username or "postgres"),
+        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        **POSTGRES_DEFAULTS,
+    }
+    for key, value in parse_qsl(url.query, keep_blank_values=True):
+        if key not in POSTGRES_OPTIONS:
+            known = ", ".join(POSTGRES_OPTIONS)
+            raise BadDatabaseUrl(f"unknown postgresql URL option {key!r} (known: {known})")
+        env[POSTGRES_OPTIONS[key]] = value
+    return env
+
+
+def postgres_conninfo(env: dict[str, str], connect_timeout: int | None = None) -> str:
+    """A psycopg connection string for the server an ``eventsourcing_env`` names."""
+    timeout = connect_timeout or int(env.get("POSTGRES_CONNECT_TIMEOUT") or 10)
+    return psycopg.conninfo.make_conninfo(
+        host=env["POSTGRES_HOST"],
+        port=env.get("POSTGRES_PORT", "5432"),
+        dbname=env["POSTGRES_DBNAME"],
+        user=env["POSTGRES_USER"],
+        password=env.get("POSTGRES_PASSWORD") or None,
+        connect_timeout=timeout,
+    )
+
+
+def ensure_schema(env: dict[str, str]) -> None:
+    """Create the PostgreSQL schema the environment names, if it does not exist yet.
+
+    The library creates its tables on first start, but only in a schema that exists. This
+    uses one plain connection, so it doubles as a reachability check: an unreachable
+    server fails at once with ``psycopg.OperationalError`` (the library's pool would keep
+    retrying for its whole connect timeout). A no-op for other stores.
+    """
+    if not env.get("PERSISTENCE_MODULE", "").endswith("postgres"):
+        return
+    schema = env.get("POSTGRES_SCHEMA", "").strip() or "public"
+    with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
+        if schema != "public":
+            statement = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
+            conn.execute(statement)

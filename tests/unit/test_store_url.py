@@ -1,0 +1,137 @@
+"""``CJLEDGER_DATABASE_URL`` picks the store: how each URL maps to the library's settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from infrastructure.persistence.store import (
+    POSTGRES_DEFAULTS,
+    BadDatabaseUrl,
+    eventsourcing_env,
+    postgres_conninfo,
+)
+
+SERVER = {
+    "PERSISTENCE_MODULE": "eventsourcing.postgres",
+    "POSTGRES_HOST": "127.0.0.1",
+    "POSTGRES_PORT": "5432",
+    "POSTGRES_USER": "postgres",
+    "POSTGRES_PASSWORD": "",
+    **POSTGRES_DEFAULTS,
+}
+
+POSTGRES_CASES = [
+    ("postgresql://127.0.0.1/cj", {"POSTGRES_DBNAME": "cj"}),
+    ("postgres://127.0.0.1/cj", {"POSTGRES_DBNAME": "cj"}),
+    ("postgresql:///cj", {"POSTGRES_DBNAME": "cj"}),
+    (
+        "postgresql://cj:s%40cret%2F1@db.internal:6543/ledger",
+        {
+            "POSTGRES_DBNAME": "ledger",
+            "POSTGRES_HOST": "db.internal",
+            "POSTGRES_PORT": "6543",
+            "POSTGRES_USER": "cj",
+            "POSTGRES_PASSWORD": "s@cret/1",
+        },
+    ),
+    (
+        "postgresql://127.0.0.1/cj?schema=cj_v2",
+        {"POSTGRES_DBNAME": "cj", "POSTGRES_SCHEMA": "cj_v2"},
+    ),
+    (
+        "postgresql://127.0.0.1/cj?pool_size=2&max_overflow=0&max_waiting=50",
+        {
+            "POSTGRES_DBNAME": "cj",
+            "POSTGRES_POOL_SIZE": "2",
+            "POSTGRES_MAX_OVERFLOW": "0",
+            "POSTGRES_MAX_WAITING": "50",
+        },
+    ),
+    (
+        "postgresql://127.0.0.1/cj?connect_timeout=3&pre_ping=y&conn_max_age=600"
+        "&lock_timeout=5&idle_in_transaction_session_timeout=10",
+        {
+            "POSTGRES_DBNAME": "cj",
+            "POSTGRES_CONNECT_TIMEOUT": "3",
+            "POSTGRES_PRE_PING": "y",
+            "POSTGRES_CONN_MAX_AGE": "600",
+            "POSTGRES_LOCK_TIMEOUT": "5",
+            "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT": "10",
+        },
+    ),
+]
+
+
+@pytest.mark.parametrize(("url", "expected"), POSTGRES_CASES, ids=[c[0] for c in POSTGRES_CASES])
+def test_a_postgresql_url_names_the_server_the_schema_and_the_pool(
+    url: str, expected: dict[str, str]
+) -> None:
+    assert eventsourcing_env(url) == {**SERVER, **expected}
+
+
+@pytest.mark.parametrize(
+    ("url", "dbname"),
+    [
+        ("sqlite:///events.db", "events.db"),
+        ("sqlite:///data/cj/events.db", "data/cj/events.db"),
+        ("sqlite:///:memory:", ":memory:"),
+        (
+            "sqlite:///file:shared?mode=memory&cache=shared",
+            "file:shared?mode=memory&cache=shared",
+        ),
+    ],
+)
+def test_a_sqlite_url_names_a_file_relative_to_the_working_directory(
+    url: str, dbname: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    env = eventsourcing_env(url)
+    assert env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    assert env["SQLITE_DBNAME"] == dbname
+    assert env["SQLITE_LOCK_TIMEOUT"] == "30"
+
+
+def test_a_sqlite_url_with_four_slashes_is_absolute_and_its_directory_is_created(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "new" / "dir" / "events.db"
+    assert eventsourcing_env(f"sqlite:///{path}")["SQLITE_DBNAME"] == str(path)
+    assert path.parent.is_dir()
+
+
+def test_a_memory_url_keeps_events_in_python_objects() -> None:
+    assert eventsourcing_env("memory://") == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+
+
+@pytest.mark.parametrize(
+    ("url", "reason"),
+    [
+        ("postgresql://127.0.0.1:5432", "must name one database"),
+        ("postgresql://127.0.0.1/a/b", "must name one database"),
+        ("postgresql://127.0.0.1:port/cj", "bad port"),
+        ("postgresql://127.0.0.1/cj?poolsize=3", "unknown postgresql URL option 'poolsize'"),
+        ("sqlite://host/events.db", "has no host"),
+        ("sqlite:///", "must name a file"),
+        ("sqlite:///events.db?mode=ro", "only a sqlite file: URI takes options"),
+        ("mysql://127.0.0.1/cj", "unsupported database URL"),
+        ("events.db", "unsupported database URL"),
+    ],
+)
+def test_a_bad_url_is_refused_with_the_reason(url: str, reason: str) -> None:
+    with pytest.raises(BadDatabaseUrl, match=reason):
+        eventsourcing_env(url)
+
+
+def test_the_conninfo_reaches_the_server_the_url_names() -> None:
+    env = eventsourcing_env("postgresql://cj:pw@db:6543/ledger?connect_timeout=4")
+    info = dict(part.split("=", 1) for part in postgres_conninfo(env).split())
+    assert info == {
+        "host": "db",
+        "port": "6543",
+        "dbname": "ledger",
+        "user": "cj",
+        "password": "pw",
+        "connect_timeout": "4",
+    }
