@@ -39,30 +39,24 @@ class MessagePublisher:
         self.timeout = timeout
 
     async def publish_request(self, message: ComparisonRequestV1) -> None:
-        await self.broker.publish(
-            message.model_dump_json().encode(),
-            exchange=self.topology.exchange,
-            routing_key=REQUEST_ROUTING_KEY,
-            persist=True,
-            mandatory=True,
-            timeout=self.timeout,
-            content_type=JSON,
-            message_type="ComparisonRequestV1",
-            message_id=message.comparison_id,
-            correlation_id=message.correlation_id,
-            headers={"x-cjledger-batch-id": message.batch_id},
-        )
+        await self._publish(message, REQUEST_ROUTING_KEY)
 
     async def publish_outcome(self, message: ComparisonOutcomeV1) -> None:
+        await self._publish(message, OUTCOME_ROUTING_KEY)
+
+    async def _publish(
+        self, message: ComparisonRequestV1 | ComparisonOutcomeV1, routing_key: str
+    ) -> None:
+        """Persistent, mandatory and confirmed: an unroutable or unconfirmed message raises."""
         await self.broker.publish(
             message.model_dump_json().encode(),
             exchange=self.topology.exchange,
-            routing_key=OUTCOME_ROUTING_KEY,
+            routing_key=routing_key,
             persist=True,
             mandatory=True,
             timeout=self.timeout,
             content_type=JSON,
-            message_type="ComparisonOutcomeV1",
+            message_type=type(message).__name__,
             message_id=message.comparison_id,
             correlation_id=message.correlation_id,
             headers={"x-cjledger-batch-id": message.batch_id},
