@@ -22,21 +22,35 @@ from __future__ import annotations
 import heapq
 import math
 import random
-from collections import Counter, deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
-from enum import Enum
 from uuid import UUID, uuid5
 
 import networkx as nx
 
+from domain.orientation import balances, orient
+from domain.pair_records import (
+    Key,
+    Oriented,
+    PairRecord,
+    PairStatus,
+    appearances,
+    blocked_keys,
+    count_available_pairs,
+    is_between,
+    key_of,
+    success_coverage,
+    unique_sorted,
+)
 from domain.values import GenerationMode, Pair
 
-Key = tuple[str, str]
-"""An unordered pair as a sorted tuple, like ``Pair.key``."""
-
-Oriented = tuple[str, str]
-"""An ordered pair: (essay shown as A, essay shown as B)."""
+__all__ = [
+    "PairRecord",
+    "PairStatus",
+    "comparison_id_for",
+    "count_available_pairs",
+    "generate_wave",
+    "success_coverage",
+]
 
 CLOSENESS_LEVELS = 1000
 """Resolution of the score-closeness part of an edge weight."""
@@ -53,54 +67,9 @@ CANDIDATE_PARTNERS = 10
 """Per essay, the number of closest partners kept when a matching graph is dense."""
 
 
-class PairStatus(Enum):
-    PENDING = "pending"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-@dataclass(frozen=True)
-class PairRecord:
-    """One comparison asked so far and where it stands; a pair asked twice appears twice."""
-
-    essay_a: str
-    essay_b: str
-    status: PairStatus
-
-    @property
-    def key(self) -> Key:
-        a, b = sorted((self.essay_a, self.essay_b))
-        return (a, b)
-
-
 def comparison_id_for(batch_id: str, wave_number: int, index: int) -> str:
     """Name-based (uuid5) so that regenerating a wave gives its comparisons the same ids."""
     return str(uuid5(UUID(batch_id), f"wave-{wave_number}-{index}"))
-
-
-def count_available_pairs(essay_ids: Sequence[str], history: Sequence[PairRecord]) -> int:
-    """Unordered pairs coverage may still ask: never asked, or asked but only ever failed.
-
-    A pair with a pending comparison is not available (its answer is on the way), nor is a
-    pair with a success (coverage wants each pair answered once; re-asking is resampling).
-    """
-    essays = _unique_sorted(essay_ids)
-    return _pair_count(len(essays)) - len(_blocked_keys(set(essays), history))
-
-
-def success_coverage(essay_ids: Sequence[str], history: Sequence[PairRecord]) -> float:
-    """Fraction of all n(n-1)/2 unordered pairs that have at least one successful outcome."""
-    essays = _unique_sorted(essay_ids)
-    total = _pair_count(len(essays))
-    if total == 0:
-        return 0.0
-    known = set(essays)
-    succeeded = {
-        record.key
-        for record in history
-        if record.status is PairStatus.SUCCEEDED and _is_between(record, known)
-    }
-    return len(succeeded) / total
 
 
 def generate_wave(
@@ -121,7 +90,7 @@ def generate_wave(
     Bradley-Terry scores (a missing essay counts as 0). At most ``max_pairs`` pairs are
     returned, never a self pair and never the same unordered pair twice.
     """
-    essays = _unique_sorted(essay_ids)
+    essays = unique_sorted(essay_ids)
     if max_pairs <= 0 or len(essays) < 2:
         return ()
     rng = random.Random(f"{seed}:{wave_number}")
@@ -131,7 +100,7 @@ def generate_wave(
     else:
         keys = _coverage_pairs(essays, history, scores, max_pairs, all_pairs_in_one_wave, rng)
         chosen = [(key, None) for key in keys]
-    oriented = _orient(chosen, history, rng)
+    oriented = orient(chosen, history, rng)
     return tuple(
         Pair(comparison_id_for(batch_id, wave_number, index), a, b)
         for index, (a, b) in enumerate(oriented)
@@ -155,11 +124,11 @@ def _coverage_pairs(
     far are the ones that get the remaining partners.
     """
     known = set(essays)
-    blocked = _blocked_keys(known, history)
+    blocked = blocked_keys(known, history)
     # A dict, not a set: it keeps the sorted order, so every later loop is deterministic.
     eligible = {key: None for key in _all_keys(essays) if key not in blocked}
-    counts = _appearances(known, history)
-    balance = _balances(history)
+    counts = appearances(known, history)
+    balance = balances(history)
     chosen: list[Key] = []
     while eligible and len(chosen) < max_pairs:
         matched = _matching_round(list(eligible), counts, balance, scores, rng)
@@ -245,9 +214,9 @@ def _closest_partners(
     kept: set[Key] = set()
     for essay, others in partners.items():
         closest = heapq.nlargest(
-            CANDIDATE_PARTNERS, others, key=lambda other: affinity[_key(essay, other)]
+            CANDIDATE_PARTNERS, others, key=lambda other: affinity[key_of(essay, other)]
         )
-        kept.update(_key(essay, other) for other in closest)
+        kept.update(key_of(essay, other) for other in closest)
     return [key for key in eligible if key in kept]
 
 
@@ -275,7 +244,7 @@ def _max_matching(vertices: list[str], edges: Iterable[Key], weight: dict[Key, i
     for key in edges:
         graph.add_edge(position[key[0]], position[key[1]], weight=weight[key])
     matching = nx.max_weight_matching(graph, maxcardinality=True, weight="weight")
-    return {_key(vertices[int(u)], vertices[int(v)]) for u, v in matching}
+    return {key_of(vertices[int(u)], vertices[int(v)]) for u, v in matching}
 
 
 # --- resampling ----------------------------------------------------------------------------
@@ -292,11 +261,11 @@ def _resampling_pass(
     waiting for an outcome is not asked again.
     """
     known = set(essays)
-    relevant = [record for record in history if _is_between(record, known)]
+    relevant = [record for record in history if is_between(record, known)]
     succeeded = sorted({r.key for r in relevant if r.status is PairStatus.SUCCEEDED})
     pending = {r.key for r in relevant if r.status is PairStatus.PENDING}
     asked = {(r.essay_a, r.essay_b) for r in relevant}
-    counts = _appearances(known, history)
+    counts = appearances(known, history)
 
     queue: list[tuple[int, int, float, Key, Oriented | None]] = []
     for key in succeeded:
@@ -325,144 +294,9 @@ def _resampling_pass(
     return chosen
 
 
-# --- orientation ---------------------------------------------------------------------------
-
-
-def _orient(
-    chosen: list[tuple[Key, Oriented | None]], history: Sequence[PairRecord], rng: random.Random
-) -> list[Oriented]:
-    """Decide who is shown first, keeping every essay's A and B appearances balanced.
-
-    Judges (human or LLM) favour one position; an essay always shown first would carry that
-    bias into its score. Greedily, the essay with the lower A-minus-B balance is shown
-    first (seeded coin on a tie); a forced orientation (resampling's missing one) is kept.
-    Greedy alone can leave an essay two off when a wave holds several rounds, so
-    ``_rebalance`` then flips free pairs along paths until no flip helps.
-    """
-    balance = _balances(history)
-    oriented: list[Oriented] = []
-    for (x, y), forced in chosen:
-        if forced is not None:
-            a, b = forced
-        elif balance[x] < balance[y] or (balance[x] == balance[y] and rng.random() < 0.5):
-            a, b = x, y
-        else:
-            a, b = y, x
-        balance[a] += 1
-        balance[b] -= 1
-        oriented.append((a, b))
-    _rebalance(oriented, [forced is None for _, forced in chosen], balance)
-    return oriented
-
-
-def _rebalance(oriented: list[Oriented], flippable: list[bool], balance: Counter[str]) -> None:
-    """Flip directed paths of free pairs from an over-A essay to an over-B one.
-
-    Reversing a path s -> ... -> t (each pair shown with the earlier essay as A) moves
-    two units of balance from s to t and leaves the essays in between unchanged. We only
-    flip when the ends differ by three or more, which strictly lowers the sum of squared
-    balances, so the loop ends. When it ends, an essay with balance >= 2 reaches only
-    essays with balance >= 0 along the wave's pairs; the wave's pairs point *into* that
-    reachable set, so, starting from an empty history, its balances would sum to at most
-    zero: a contradiction (symmetrically for balance <= -2). Hence a wave on a fresh batch
-    leaves every |A - B| <= 1.
-    """
-    while True:
-        path = _improving_path(oriented, flippable, balance)
-        if path is None:
-            return
-        for index in path:
-            a, b = oriented[index]
-            oriented[index] = (b, a)
-            balance[a] -= 2
-            balance[b] += 2
-
-
-def _improving_path(
-    oriented: list[Oriented], flippable: list[bool], balance: Counter[str]
-) -> list[int] | None:
-    outgoing: dict[str, list[tuple[int, str]]] = {}
-    for index, (a, b) in enumerate(oriented):
-        if flippable[index]:
-            outgoing.setdefault(a, []).append((index, b))
-            outgoing.setdefault(b, [])
-    if not outgoing:
-        return None
-    lowest = min(balance[essay] for essay in outgoing)
-    for source in sorted(outgoing, key=lambda essay: (-balance[essay], essay)):
-        if balance[source] - lowest < 3:
-            return None
-        reached: dict[str, tuple[int, str] | None] = {source: None}
-        frontier = deque([source])
-        while frontier:
-            essay = frontier.popleft()
-            if balance[source] - balance[essay] >= 3:
-                return _path_to(essay, reached)
-            for index, other in outgoing[essay]:
-                if other not in reached:
-                    reached[other] = (index, essay)
-                    frontier.append(other)
-    return None
-
-
-def _path_to(end: str, reached: Mapping[str, tuple[int, str] | None]) -> list[int]:
-    path: list[int] = []
-    step = reached[end]
-    while step is not None:
-        index, previous = step
-        path.append(index)
-        step = reached[previous]
-    return path
-
-
 # --- shared helpers ------------------------------------------------------------------------
-
-
-def _unique_sorted(essay_ids: Sequence[str]) -> list[str]:
-    return sorted(set(essay_ids))
-
-
-def _pair_count(essay_count: int) -> int:
-    return essay_count * (essay_count - 1) // 2
-
-
-def _key(a: str, b: str) -> Key:
-    return (a, b) if a < b else (b, a)
 
 
 def _all_keys(essays: list[str]) -> list[Key]:
     """All unordered pairs of a sorted list, in sorted order."""
     return [(a, b) for i, a in enumerate(essays) for b in essays[i + 1 :]]
-
-
-def _is_between(record: PairRecord, known: set[str]) -> bool:
-    """A record about two distinct essays of this batch (anything else is ignored)."""
-    return record.essay_a != record.essay_b and record.essay_a in known and record.essay_b in known
-
-
-def _blocked_keys(known: set[str], history: Sequence[PairRecord]) -> set[Key]:
-    """Pairs coverage must not ask: one comparison is pending or has already succeeded."""
-    return {
-        record.key
-        for record in history
-        if record.status is not PairStatus.FAILED and _is_between(record, known)
-    }
-
-
-def _appearances(known: set[str], history: Sequence[PairRecord]) -> Counter[str]:
-    """How many comparisons each essay has been in, whatever their status."""
-    counts: Counter[str] = Counter({essay: 0 for essay in known})
-    for record in history:
-        if _is_between(record, known):
-            counts[record.essay_a] += 1
-            counts[record.essay_b] += 1
-    return counts
-
-
-def _balances(history: Sequence[PairRecord]) -> Counter[str]:
-    """Each essay's A appearances minus its B appearances."""
-    balance: Counter[str] = Counter()
-    for record in history:
-        balance[record.essay_a] += 1
-        balance[record.essay_b] -= 1
-    return balance
