@@ -21,10 +21,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from eventsourcing.persistence import IntegrityError
 
 from projections.catalogue import PROJECTIONS, ReadModelProjection
-from projections.store import ReadModelStoreMixin, RebuildInProgress, store_for
+from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
 __all__ = [
     "ProjectionStatus",
@@ -60,7 +59,8 @@ class ReadModelRunner:
 
     Shares ``app``'s database: the read models live beside the events. Creates the read
     models' tables on first use. Several runners on one store (one per ``serve`` process)
-    are safe: each page is applied once, whoever gets there first.
+    are safe: a page is applied only if it starts exactly at the committed position
+    (checked inside its writing transaction), so every event is applied once.
     """
 
     def __init__(
@@ -128,7 +128,8 @@ class ReadModelRunner:
             if not notifications:
                 return seen
             try:
-                self._apply_page(name, gen, position, notifications)
+                if not self._apply_page(name, gen, position, notifications):
+                    continue
             except Exception:
                 if generation is None and self._active(name) != gen:
                     # A rebuild switched readers to a new generation (and may have dropped
@@ -142,23 +143,24 @@ class ReadModelRunner:
 
     def _apply_page(
         self, name: str, generation: int, position: int, notifications: list[Any]
-    ) -> None:
+    ) -> bool:
+        """Apply one page read after ``position``; ``False`` if the position had moved."""
         projection = self.projections[name]
         tables = self.store.tables_for(generation, projection.ddl)
         wanted = set(projection.topics)
+        end = notifications[-1].id
         try:
-            with self.store.writing(name, generation, notifications[-1].id) as cursor:
+            with self.store.writing(name, generation, end, start=position) as cursor:
                 for notification in notifications:
                     if notification.topic in wanted:
                         event = self.app.mapper.to_domain_event(notification)
                         projection.apply(self.store, cursor, tables, event)
-        except IntegrityError:
-            if self.store.position(name, generation) <= position:
-                raise  # nobody else moved the position: the rows themselves were refused
-            # Another runner committed this page first; its rows stand, ours rolled back.
-            log.info(
-                "projection_page_already_applied", projection=name, position=notifications[-1].id
-            )
+        except StalePage:
+            # Another runner moved the position after we read it: the page is re-read
+            # from where it committed, so no event is applied twice or skipped.
+            log.debug("projection_page_stale", projection=name, start=position, end=end)
+            return False
+        return True
 
     def _active(self, name: str) -> int:
         generation = self.store.active_generation(name)

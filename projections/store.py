@@ -48,6 +48,14 @@ class _NotCaughtUp(Exception):
     pass
 
 
+class StalePage(Exception):
+    """The page was read from a position another runner has moved since: not applied.
+
+    Raised inside the writing transaction, before any row is written, so nothing of the
+    page is kept; the runner reads the next page from the committed position instead.
+    """
+
+
 def tracking_key(projection: str, generation: int) -> str:
     return f"{projection}@g{generation}"
 
@@ -197,11 +205,31 @@ class ReadModelStoreMixin:
     # -- writing -----------------------------------------------------------------------
 
     @contextmanager
-    def writing(self, projection: str, generation: int, position: int) -> Iterator[Any]:
-        """A transaction that ends by moving the generation's tracking to ``position``."""
+    def writing(
+        self, projection: str, generation: int, position: int, start: int | None = None
+    ) -> Iterator[Any]:
+        """A transaction that ends by moving the generation's tracking to ``position``.
+
+        With ``start`` (the position the page was read after), the committed position is
+        checked first, inside this transaction and under a lock that every writer of this
+        generation takes: if it is not exactly ``start``, another runner applied some of
+        the page already and ``StalePage`` is raised before anything is written. Checking
+        only the end of the page (the tracking insert's own rule) would accept a page read
+        from a stale position and count its first events twice.
+        """
+        key = tracking_key(projection, generation)
         with self.write_transaction() as c:
+            if start is not None:
+                self._lock_tracking(c, key)
+                committed = self._position(c, projection, generation)
+                if committed != start:
+                    raise StalePage(f"{key} is at {committed}, the page starts after {start}")
             yield c
-            self._insert_tracking(c, Tracking(tracking_key(projection, generation), position))
+            self._insert_tracking(c, Tracking(key, position))
+
+    def _lock_tracking(self, cursor: Any, key: str) -> None:
+        """Keep other writers of ``key`` out until this transaction ends (SQLite: the
+        ``BEGIN IMMEDIATE`` write lock already does)."""
 
     def execute(self, c: Any, statement: str, params: Sequence[Any] = ()) -> None:
         c.execute(self.sql(statement), tuple(params))
@@ -297,11 +325,24 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
             (key,),
         )
 
+    def _lock_tracking(self, cursor: Any, key: str) -> None:
+        # A transaction-scoped advisory lock: it also covers a generation whose tracking
+        # row does not exist yet, which a row lock could not.
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            (f"cjledger.rm:{self.datastore.schema}:{key}",),
+        )
+
     @contextmanager
-    def writing(self, projection: str, generation: int, position: int) -> Iterator[Any]:
+    def writing(
+        self, projection: str, generation: int, position: int, start: int | None = None
+    ) -> Iterator[Any]:
         """As on SQLite, in pipeline mode: a page's statements go out without waiting for
         each other's replies; errors still surface before the commit."""
-        with super().writing(projection, generation, position) as c, c.connection.pipeline():
+        with (
+            super().writing(projection, generation, position, start) as c,
+            c.connection.pipeline(),
+        ):
             yield c
 
     @contextmanager
