@@ -1,44 +1,88 @@
-"""Read-side queries over the active generation of each read model.
+"""Read-side queries over the read models' stable views.
 
-Every query looks up the active generation and reads its tables; a rebuild that switches
-generations between the two steps is retried once, so a reader only ever sees a complete
-view.
+Every query reads ``rm_<table>``, a view that always selects from the live generation
+(see ``projections.store``), so a query never looks a generation up and a rebuild's
+switch never sends it to a table that is gone. ``freshness`` says how far the read
+models have caught up with the log, so a caller can tell a stale answer from a fresh one.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from projections.store import ReadModelStoreMixin, table_name
+from projections.store import ReadModelStoreMixin, view_name
+
+
+class BadCursor(ValueError):
+    """A pagination cursor that this service did not hand out."""
+
+
+@dataclass(frozen=True)
+class Freshness:
+    """How far a read model has applied the log: ``position`` of ``head``."""
+
+    position: int
+    head: int
+
+    @property
+    def lag(self) -> int:
+        return max(0, self.head - self.position)
+
+
+@dataclass(frozen=True)
+class Page:
+    rows: list[dict[str, Any]]
+    next_cursor: str | None
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    return base64.urlsafe_b64encode(json.dumps(list(values)).encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str, arity: int) -> list[Any]:
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = json.loads(base64.urlsafe_b64decode(padded.encode()))
+    except (binascii.Error, ValueError, UnicodeDecodeError):
+        raise BadCursor("cursor is not one this service handed out") from None
+    if not isinstance(values, list) or len(values) != arity:
+        raise BadCursor("cursor is not one this service handed out")
+    return values
 
 
 class ReadModels:
-    def __init__(self, store: ReadModelStoreMixin) -> None:
+    """Queries over the four read models. ``head`` returns the log's last notification
+    id (for freshness); without it, freshness reports the positions only."""
+
+    def __init__(self, store: ReadModelStoreMixin, head: Callable[[], int] | None = None) -> None:
         self.store = store
+        self._head = head
 
     def _select(
-        self,
-        projection: str,
-        base: str,
-        where: str = "",
-        params: tuple[Any, ...] = (),
-        order: str = "",
+        self, base: str, where: str = "", params: Sequence[Any] = (), order: str = ""
     ) -> list[dict[str, Any]]:
-        for attempt in range(3):
-            generation = self.store.active_generation(projection)
-            if generation is None:
-                return []
-            table = self.store.qualify(table_name(base, generation))
-            try:
-                return self.store.select(f"SELECT * FROM {table} {where} {order}", params)
-            except Exception:
-                if attempt == 2 or self.store.active_generation(projection) == generation:
-                    raise
-        return []
+        view = self.store.qualify(view_name(base))
+        return self.store.select(f"SELECT * FROM {view} {where} {order}", params)
+
+    # ------------------------------------------------------------------ freshness
+
+    def freshness(self, *projections: str) -> Freshness:
+        """The least caught-up of ``projections`` (all read models when none named)."""
+        positions = self.store.live_positions()
+        wanted = [positions.get(p, 0) for p in projections] if projections else positions.values()
+        position = min(wanted, default=0)
+        head = self._head() if self._head is not None else position
+        return Freshness(position, head)
+
+    # ------------------------------------------------------------------ batches
 
     def batch_summary(self, batch_id: str) -> dict[str, Any] | None:
-        rows = self._select("batch_summary", "batch_summary", "WHERE batch_id = ?", (batch_id,))
+        rows = self._select("batch_summary", "WHERE batch_id = ?", (batch_id,))
         return rows[0] if rows else None
 
     def batches(
@@ -47,34 +91,87 @@ class ReadModels:
         where, params = ("WHERE status = ?", (status,)) if status else ("", ())
         return self._select(
             "batch_summary",
-            "batch_summary",
             where,
             (*params, limit, offset),
             "ORDER BY created_at DESC, batch_id LIMIT ? OFFSET ?",
         )
 
-    def rankings(self, batch_id: str) -> list[dict[str, Any]]:
-        return self._select(
-            "rankings", "rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank"
+    def batch_page(
+        self,
+        status: str | None = None,
+        mode: str | None = None,
+        limit: int = 50,
+        cursor: str | None = None,
+    ) -> Page:
+        """Newest first; ``cursor`` continues after the last batch of the previous page."""
+        conditions: list[str] = []
+        params: list[Any] = []
+        if status:
+            conditions.append("status = ?")
+            params.append(status)
+        if mode:
+            conditions.append("mode = ?")
+            params.append(mode)
+        if cursor:
+            created_at, batch_id = decode_cursor(cursor, 2)
+            conditions.append("(created_at < ? OR (created_at = ? AND batch_id > ?))")
+            params.extend([created_at, created_at, batch_id])
+        where = f"WHERE {' AND '.join(conditions)}" if conditions else ""
+        rows = self._select(
+            "batch_summary",
+            where,
+            (*params, limit + 1),
+            "ORDER BY created_at DESC, batch_id LIMIT ?",
         )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        last = rows[-1] if rows else None
+        next_cursor = (
+            encode_cursor([last["created_at"], last["batch_id"]]) if more and last else None
+        )
+        return Page(rows, next_cursor)
+
+    # ------------------------------------------------------------------ per batch
+
+    def rankings(self, batch_id: str) -> list[dict[str, Any]]:
+        return self._select("rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank")
 
     def comparisons(self, batch_id: str) -> list[dict[str, Any]]:
         return self._select(
-            "comparisons",
-            "comparisons",
-            "WHERE batch_id = ?",
-            (batch_id,),
-            "ORDER BY wave, pair_index",
+            "comparisons", "WHERE batch_id = ?", (batch_id,), "ORDER BY wave, pair_index"
         )
 
-    def decisions(self, batch_id: str) -> list[dict[str, Any]]:
+    def comparison_page(
+        self,
+        batch_id: str,
+        limit: int = 100,
+        cursor: str | None = None,
+        outcome: str | None = None,
+    ) -> Page:
+        """In wave order; ``cursor`` continues after the previous page's last comparison."""
+        conditions, params = ["batch_id = ?"], [batch_id]
+        if outcome:
+            conditions.append("outcome = ?")
+            params.append(outcome)
+        if cursor:
+            wave, index = decode_cursor(cursor, 2)
+            conditions.append("(wave > ? OR (wave = ? AND pair_index > ?))")
+            params.extend([wave, wave, index])
         rows = self._select(
-            "decision_audit",
-            "decision_audit",
-            "WHERE batch_id = ?",
-            (batch_id,),
-            "ORDER BY version",
+            "comparisons",
+            f"WHERE {' AND '.join(conditions)}",
+            (*params, limit + 1),
+            "ORDER BY wave, pair_index LIMIT ?",
         )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        next_cursor = (
+            encode_cursor([rows[-1]["wave"], rows[-1]["pair_index"]]) if more and rows else None
+        )
+        return Page(rows, next_cursor)
+
+    def decisions(self, batch_id: str) -> list[dict[str, Any]]:
+        rows = self._select("decision_audit", "WHERE batch_id = ?", (batch_id,), "ORDER BY version")
         for row in rows:
             row["context"] = json.loads(row["context"])
         return rows

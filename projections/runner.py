@@ -88,6 +88,8 @@ class ReadModelRunner:
         for name, projection in self.projections.items():
             if self.store.active_generation(name) is None:
                 self.store.ensure_first_generation(name, projection.ddl, projection.indexes)
+            else:
+                self.store.ensure_views(name, projection.ddl)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
@@ -239,7 +241,7 @@ class ReadModelRunner:
                 self.catch_up(name, generation=new, progress=progress)
                 if self._stop.is_set():
                     raise InterruptedError(f"rebuild of {name} stopped before the switch")
-                if self.store.switch_if_caught_up(name, old, new):
+                if self.store.switch_if_caught_up(name, old, new, projection.ddl):
                     break
             self.catch_up(name, generation=new, progress=progress)  # writes that raced it
             self.store.drop_generation(old, projection.ddl)

@@ -1,9 +1,10 @@
 """Where read models live: versioned tables plus the library's tracking, per backend.
 
-Each projection writes into a *generation* of its tables (``rm_<table>_g<N>``). Queries
-read the active generation, recorded in ``cjledger_rm_generations``. A rebuild fills
-generation N+1 beside the live one and switches the pointer in one transaction, so a
-reader never sees a half-built view.
+Each projection writes into a *generation* of its tables (``rm_<table>_g<N>``); the live
+one is recorded in ``cjledger_rm_generations``. Readers use the stable views
+``rm_<table>``, which always select from the live generation. A rebuild fills generation
+N+1 beside the live one and switches the pointer and the views in one transaction, so a
+reader never sees a half-built read model and never needs a new table name.
 
 Rows and the tracking position are written in the same transaction through the
 ``eventsourcing`` tracking recorders (``_insert_tracking``): the single-row tracking
@@ -62,6 +63,11 @@ def tracking_key(projection: str, generation: int) -> str:
 
 def table_name(base: str, generation: int) -> str:
     return f"rm_{base}_g{generation}"
+
+
+def view_name(base: str) -> str:
+    """The stable name of a read model's table: a view on its live generation."""
+    return f"rm_{base}"
 
 
 class ReadModelStoreMixin:
@@ -145,6 +151,31 @@ class ReadModelStoreMixin:
                 ),
                 (projection,),
             )
+        self.ensure_views(projection, ddl)
+
+    def ensure_views(self, projection: str, ddl: dict[str, str]) -> None:
+        """Give each of the read model's tables its stable view, on the live generation
+        (a store made before views existed gets them here)."""
+        if all(self._view_exists(view_name(base)) for base in ddl):
+            return
+        with self.write_transaction() as c:
+            self._lock_views(c, projection)
+            generation = self._active_generation(c, projection)
+            if generation is not None:
+                self._point_views(c, generation, ddl)
+
+    def _point_views(self, c: Any, generation: int, ddl: dict[str, str]) -> None:
+        tables = self.tables_for(generation, ddl)
+        for base in ddl:
+            view = self.qualify(view_name(base))
+            c.execute(f"DROP VIEW IF EXISTS {view}")
+            c.execute(f"CREATE VIEW {view} AS SELECT * FROM {tables[base]}")
+
+    def _view_exists(self, view: str) -> bool:
+        raise NotImplementedError
+
+    def _lock_views(self, cursor: Any, projection: str) -> None:
+        """Keep two processes from (re)creating one read model's views at once."""
 
     def drop_generation(self, generation: int, ddl: dict[str, str]) -> None:
         with self.write_transaction() as c:
@@ -165,9 +196,10 @@ class ReadModelStoreMixin:
         row = c.fetchone()
         return None if row is None else int(self.row_dict(row)["generation"])
 
-    def switch_if_caught_up(self, projection: str, old: int, new: int) -> bool:
+    def switch_if_caught_up(self, projection: str, old: int, new: int, ddl: dict[str, str]) -> bool:
         """Point readers at generation ``new`` if it has applied at least every event
-        ``old`` has, all in one transaction; ``False`` (nothing changed) otherwise.
+        ``old`` has, all in one transaction; ``False`` (nothing changed) otherwise. The read
+        model's stable views (its tables in ``ddl``) are re-pointed in the same transaction.
 
         The pointer row is written first, which takes SQLite's write lock at once (and
         the row lock on PostgreSQL); ``old``'s tracking row is then frozen, so the two
@@ -190,6 +222,7 @@ class ReadModelStoreMixin:
                     self.sql(f"UPDATE {pointer} SET generation = ? WHERE projection = ?"),
                     (new, projection),
                 )
+                self._point_views(c, new, ddl)
         except _NotCaughtUp:
             return False
         return True
@@ -201,6 +234,18 @@ class ReadModelStoreMixin:
 
     def position(self, projection: str, generation: int) -> int:
         return self.max_tracking_id(tracking_key(projection, generation)) or 0
+
+    tracking_table: str = "tracking"
+
+    def live_positions(self) -> dict[str, int]:
+        """Per read model, the position of its live generation: one query, for readers."""
+        rows = self.select(
+            f"SELECT g.projection AS projection, t.notification_id AS position "
+            f"FROM {self.qualify(GENERATIONS_TABLE)} g "
+            f"LEFT JOIN {self.qualify(self.tracking_table)} t "
+            "ON t.application_name = g.projection || '@g' || CAST(g.generation AS TEXT)"
+        )
+        return {r["projection"]: int(r["position"] or 0) for r in rows}
 
     # -- writing -----------------------------------------------------------------------
 
@@ -268,6 +313,10 @@ class SQLiteReadModelStore(ReadModelStoreMixin, SQLiteTrackingRecorder):
             c.execute("BEGIN IMMEDIATE")
             yield c
 
+    def _view_exists(self, view: str) -> bool:
+        rows = self.select("SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ?", (view,))
+        return bool(rows)
+
     @contextmanager
     def rebuild_lock(self, projection: str) -> Iterator[None]:
         """A lock file beside the database (flock: released if the process dies); a shared
@@ -306,8 +355,25 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
         kwargs.setdefault("tracking_table_name", PG_TRACKING_TABLE)
         super().__init__(datastore, **kwargs)
 
+    @property
+    def tracking_table(self) -> str:  # type: ignore[override]
+        return str(self.tracking_table_name)
+
     def qualify(self, table: str) -> str:
         return f'"{self.datastore.schema}"."{table}"'
+
+    def _view_exists(self, view: str) -> bool:
+        rows = self.select(
+            "SELECT 1 FROM information_schema.views WHERE table_schema = ? AND table_name = ?",
+            (self.datastore.schema, view),
+        )
+        return bool(rows)
+
+    def _lock_views(self, cursor: Any, projection: str) -> None:
+        cursor.execute(
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
+            (f"cjledger.views:{self.datastore.schema}:{projection}",),
+        )
 
     def sql(self, statement: str) -> str:
         return _PLACEHOLDER.sub("%s", statement)
