@@ -1,7 +1,8 @@
 """The CJ batch application: the use cases every adapter (CLI, HTTP, broker) calls.
 
-Each command loads a batch, lets the domain workflow mutate it, and saves every resulting
-event in **one** atomic append. Optimistic concurrency on the aggregate does the rest: if
+Each command is a unit of work (``UnitOfWork``, run by ``run_unit_of_work``): it loads the
+batches, lets the domain workflow change them, and saves every resulting event in **one**
+atomic append. Optimistic concurrency on the aggregate does the rest: if
 two workers record the last two outcomes of a wave at once, one save fails with
 ``IntegrityError``; that worker reloads the batch, re-applies its outcome (now a duplicate
 or a plain late arrival) and does nothing extra, so only one next wave is ever requested.
@@ -15,7 +16,7 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import Any, TypeVar
 from uuid import UUID
 
 import structlog
@@ -24,6 +25,7 @@ from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregat
 from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
 from eventsourcing.utils import get_topic
 
+from application.notification_log import scan_log
 from application.serialization import TupleRestoringMapper, register_value_types
 from domain import workflow
 from domain.batch import BatchPhase, CJBatch, ComparisonRecord, OutcomeRejected, WaveRecord
@@ -98,6 +100,54 @@ class RecordResult:
 
 def utc_now() -> datetime:
     return datetime.now(tz=UTC)
+
+
+T = TypeVar("T")
+
+
+class UnitOfWork:
+    """The batches one command works on: loaded from the (cached) store, changed by the
+    domain workflow, then saved together in one atomic append by ``commit``.
+
+    Loading returns the cached batch itself, not a copy (see ``BatchApplication``); the
+    command holds the batch locks meanwhile, and ``run_unit_of_work`` evicts whatever a
+    failed command touched, so the cache only ever holds stored state.
+    """
+
+    def __init__(self, app: BatchApplication) -> None:
+        self.app = app
+        self._loaded: dict[UUID, CJBatch] = {}
+        self._added: dict[UUID, CJBatch] = {}
+
+    @property
+    def touched(self) -> list[UUID]:
+        return [*self._loaded, *self._added]
+
+    def load(self, batch_id: UUID) -> CJBatch | None:
+        """The batch (``None`` if it does not exist), as the store holds it now."""
+        if batch_id in self._loaded:
+            return self._loaded[batch_id]
+        try:
+            batch: CJBatch = self.app.repository.get(batch_id, deepcopy_from_cache=False)
+        except AggregateNotFoundError:
+            return None
+        self._loaded[batch_id] = batch
+        return batch
+
+    def add(self, batch: CJBatch) -> None:
+        """A batch created by this command."""
+        self._added[batch.id] = batch
+
+    def commit(self) -> None:
+        """Save every changed batch in one append (``IntegrityError`` on a lost race)."""
+        changed = [b for b in (*self._loaded.values(), *self._added.values()) if b.pending_events]
+        if not changed:
+            return
+        self.app.save(*changed)
+        cache = self.app.repository.cache
+        if cache is not None:
+            for batch in self._added.values():
+                cache.put(batch.id, batch)  # exactly what was just stored
 
 
 class BatchApplication(Application[UUID]):
@@ -179,10 +229,12 @@ class BatchApplication(Application[UUID]):
     def submit(self, cmd: RegisterBatch) -> UUID:
         """Register and start a batch in one append. Idempotent per external reference."""
         batch_id = CJBatch.create_id(cmd.external_ref)
-        with self._commanding([batch_id]) as load:
-            if load(batch_id) is not None:
+
+        def register(uow: UnitOfWork) -> CJBatch | None:
+            if uow.load(batch_id) is not None:
+                # Registered before (or by another process a moment ago): same batch, no-op.
                 log.info("batch_already_registered", batch_id=str(batch_id))
-                return batch_id
+                return None
             batch = CJBatch.register(
                 external_ref=cmd.external_ref,
                 essays=tuple(cmd.essays),
@@ -193,19 +245,17 @@ class BatchApplication(Application[UUID]):
                 seed=cmd.seed,
             )
             workflow.start_batch(batch, self.mode_setting, self.clock())
-            try:
-                self.save(batch)
-            except IntegrityError:
-                # Someone registered the same reference a moment ago: same batch, no-op.
-                return batch_id
-            if self.repository.cache is not None:
-                self.repository.cache.put(batch_id, batch)  # exactly what was just stored
-        log.info(
-            "batch_submitted",
-            batch_id=str(batch_id),
-            external_ref=cmd.external_ref,
-            mode=batch.mode.value if batch.mode else None,
-        )
+            uow.add(batch)
+            return batch
+
+        batch = self.run_unit_of_work([batch_id], register)
+        if batch is not None:
+            log.info(
+                "batch_submitted",
+                batch_id=str(batch_id),
+                external_ref=cmd.external_ref,
+                mode=batch.mode.value if batch.mode else None,
+            )
         return batch_id
 
     def record_outcome(self, batch_id: UUID, outcome: ComparisonOutcome) -> bool:
@@ -228,59 +278,69 @@ class BatchApplication(Application[UUID]):
         for index, (batch_id, _) in enumerate(items):
             by_batch.setdefault(batch_id, []).append(index)
 
-        for _attempt in range(self.max_save_attempts):
+        def record(uow: UnitOfWork) -> list[RecordResult]:
             results: list[RecordResult | None] = [None] * len(items)
-            changed: list[CJBatch] = []
             now = self.clock()
-            with self._commanding(by_batch) as load:
-                for batch_id, indexes in by_batch.items():
-                    batch = load(batch_id)
-                    if batch is None:
-                        for i in indexes:
-                            results[i] = RecordResult(
-                                RecordStatus.REJECTED,
-                                BatchNotFound.code,
-                                f"batch {batch_id} does not exist",
-                            )
-                        continue
-                    for i in indexes:
-                        results[i] = self._apply_outcome(batch, items[i][1], now)
-                    if batch.pending_events:
-                        changed.append(batch)
-                try:
-                    if changed:
-                        self.save(*changed)
-                except IntegrityError:
-                    self._evict(by_batch)
-                    log.info("outcome_save_conflict_retrying", batches=len(changed))
-                    continue
+            for batch_id, indexes in by_batch.items():
+                batch = uow.load(batch_id)
+                for i in indexes:
+                    results[i] = (
+                        RecordResult(
+                            RecordStatus.REJECTED,
+                            BatchNotFound.code,
+                            f"batch {batch_id} does not exist",
+                        )
+                        if batch is None
+                        else self._apply_outcome(batch, items[i][1], now)
+                    )
             return [r for r in results if r is not None]
-        raise ConcurrencyExhausted(f"gave up after {self.max_save_attempts} conflicting saves")
+
+        return self.run_unit_of_work(by_batch, record)
 
     def close_overdue(self, now: datetime | None = None) -> int:
         """Close every overdue comparison of every open batch with a deadline failure."""
         now = now or self.clock()
         closed = 0
         for batch_id in self.open_batch_ids():
-            for _attempt in range(self.max_save_attempts):
-                with self._commanding([batch_id]) as load:
-                    batch = load(batch_id)
-                    ids = workflow.close_overdue(batch, now) if batch is not None else []
-                    if ids:
-                        try:
-                            self.save(batch)
-                        except IntegrityError:
-                            self._evict([batch_id])
-                            continue
-                if ids:
-                    closed += len(ids)
-                    log.info(
-                        "comparisons_closed_by_deadline",
-                        batch_id=str(batch_id),
-                        comparisons=len(ids),
-                    )
-                break
+
+            def close(uow: UnitOfWork, batch_id: UUID = batch_id) -> list[str]:
+                batch = uow.load(batch_id)
+                return workflow.close_overdue(batch, now) if batch is not None else []
+
+            ids = self.run_unit_of_work([batch_id], close)
+            if ids:
+                closed += len(ids)
+                log.info(
+                    "comparisons_closed_by_deadline", batch_id=str(batch_id), comparisons=len(ids)
+                )
         return closed
+
+    def run_unit_of_work(self, batch_ids: Iterable[UUID], work: Callable[[UnitOfWork], T]) -> T:
+        """Load → workflow → commit, retried on a lost optimistic-concurrency race.
+
+        ``work`` loads batches through the unit of work, lets the domain change them and
+        returns its result; every batch it loaded or added that has new events is then
+        saved in **one** atomic append. If another process appended to one of them first,
+        the save fails, the batches are evicted from the cache and ``work`` runs again on
+        fresh state (where the outcome it applied is now a duplicate or a late arrival).
+        """
+        ids = list(batch_ids)
+        for _attempt in range(self.max_save_attempts):
+            with self._locked(ids):
+                uow = UnitOfWork(self)
+                try:
+                    result = work(uow)
+                    uow.commit()
+                except IntegrityError:
+                    self._evict([*ids, *uow.touched])
+                    log.info("save_conflict_retrying", batches=len(ids))
+                    continue
+                except BaseException:
+                    # What was loaded may hold unsaved changes: rebuild it from the store.
+                    self._evict([*ids, *uow.touched])
+                    raise
+            return result
+        raise ConcurrencyExhausted(f"gave up after {self.max_save_attempts} conflicting saves")
 
     # ------------------------------------------------------------------ queries
 
@@ -314,15 +374,7 @@ class BatchApplication(Application[UUID]):
     def iter_notifications(
         self, topics: Sequence[str] = (), start: int = 0, page: int = 1000
     ) -> Iterable[Any]:
-        position = start
-        while True:
-            notifications = self.recorder.select_notifications(
-                start=position, limit=page, topics=topics, inclusive_of_start=False
-            )
-            if not notifications:
-                return
-            yield from notifications
-            position = notifications[-1].id
+        return scan_log(self.recorder, topics, start, page)
 
     # ------------------------------------------------------------------ helpers
 
@@ -334,30 +386,6 @@ class BatchApplication(Application[UUID]):
             for stripe in stripes:
                 stack.enter_context(self._batch_locks[stripe])
             yield
-
-    @contextmanager
-    def _commanding(self, batch_ids: Iterable[UUID]) -> Iterator[Callable[[UUID], CJBatch | None]]:
-        """Run a command on these batches: hold their locks and yield a loader that returns
-        the cached instances themselves (``None`` for a batch that does not exist).
-
-        A block that raises may leave unsaved changes on what it loaded, so those batches
-        are evicted and the next command rebuilds them from the store. A block that catches
-        a failed save must evict them itself (``_evict``).
-        """
-        ids = list(batch_ids)
-        with self._locked(ids):
-            try:
-                yield self._load_for_command
-            except BaseException:
-                self._evict(ids)
-                raise
-
-    def _load_for_command(self, batch_id: UUID) -> CJBatch | None:
-        try:
-            batch: CJBatch = self.repository.get(batch_id, deepcopy_from_cache=False)
-        except AggregateNotFoundError:
-            return None
-        return batch
 
     def _evict(self, batch_ids: Iterable[UUID]) -> None:
         cache = self.repository.cache

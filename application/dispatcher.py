@@ -15,6 +15,7 @@ import structlog
 from eventsourcing.utils import get_topic
 
 from application.batches import BatchApplication
+from application.notification_log import follow_log
 from application.ports import ComparisonRequest, PositionStore, RequestTransport
 from domain.batch import CJBatch
 
@@ -68,16 +69,13 @@ class OutboxDispatcher:
     def pump(self) -> int:
         """Send every stored wave not yet sent; return how many requests went out."""
         sent = 0
-        while True:
-            position = self.positions.get(self.name)
-            notifications = self.app.recorder.select_notifications(
-                start=position,
-                limit=self.page_size,
-                topics=[REQUESTED_TOPIC],
-                inclusive_of_start=False,
-            )
-            if not notifications:
-                return sent
+        pages = follow_log(
+            self.app.recorder,
+            lambda: self.positions.get(self.name),
+            topics=[REQUESTED_TOPIC],
+            page_size=self.page_size,
+        )
+        for _, notifications in pages:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
                 assert isinstance(event, CJBatch.ComparisonsRequested)
@@ -92,6 +90,7 @@ class OutboxDispatcher:
                     requests=len(requests),
                     position=notification.id,
                 )
+        return sent
 
     def backlog(self) -> int:
         """Notifications of any kind stored after the dispatcher's position."""

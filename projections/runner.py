@@ -22,6 +22,7 @@ from typing import Any
 
 import structlog
 
+from application.notification_log import follow_log
 from projections.catalogue import PROJECTIONS, ReadModelProjection
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
@@ -121,16 +122,19 @@ class ReadModelRunner:
         self, name: str, generation: int | None = None, progress: Progress | None = None
     ) -> int:
         seen = 0
-        while not self._stop.is_set():
+        gen = 0
+
+        def position() -> int:
+            nonlocal gen
             gen = generation if generation is not None else self._active(name)
-            position = self.store.position(name, gen)
-            notifications = self.app.recorder.select_notifications(
-                start=position, limit=self.page_size, inclusive_of_start=False
-            )
-            if not notifications:
-                return seen
+            return self.store.position(name, gen)
+
+        pages = follow_log(
+            self.app.recorder, position, page_size=self.page_size, stop=self._stop.is_set
+        )
+        for start, notifications in pages:
             try:
-                if not self._apply_page(name, gen, position, notifications):
+                if not self._apply_page(name, gen, start, notifications):
                     continue
             except Exception:
                 if generation is None and self._active(name) != gen:
