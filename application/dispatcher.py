@@ -37,7 +37,7 @@ def requests_from_event(event: Any) -> list[ComparisonRequest]:
             essay_b=pair.essay_b,
             provider=event.provider,
             model=event.model,
-            batching_mode=event.batching_mode.value,
+            batching_mode=event.batching_mode,
             preferred_bundle_size=event.preferred_bundle_size,
             requested_at=event.requested_at,
             deadline_at=event.deadline_at,

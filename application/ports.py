@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from domain.values import BatchingMode
+
 
 @dataclass(frozen=True)
 class ComparisonRequest:
@@ -24,7 +26,7 @@ class ComparisonRequest:
     essay_b: str
     provider: str
     model: str
-    batching_mode: str
+    batching_mode: BatchingMode
     preferred_bundle_size: int
     requested_at: datetime
     deadline_at: datetime

@@ -38,14 +38,14 @@ from typing import Any
 import psycopg
 
 from application.batches import BatchApplication, RegisterBatch
-from application.contracts import ComparisonOutcomeV1
 from application.dispatcher import REQUESTED_TOPIC, requests_from_event
-from application.lps import queued_request_from
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode, Essay
 from infrastructure.logging import configure_logging
+from infrastructure.lps.process import make_executor
 from infrastructure.messaging.broker import make_broker
-from infrastructure.messaging.processes import build_serve, make_executor, service_env
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.processes import build_serve, service_env
 from infrastructure.messaging.service import BrokerComponent
 from infrastructure.messaging.topology import Topology
 from infrastructure.messaging.transport import MessagePublisher
@@ -65,7 +65,7 @@ def build_outcomes(
     for notification in app.iter_notifications([REQUESTED_TOPIC]):
         requests = requests_from_event(app.mapper.to_domain_event(notification))
         now = datetime.now(UTC)
-        queued = [queued_request_from(r, now) for r in requests]
+        queued = [ComparisonRequestV1.from_request(r).to_queued(now) for r in requests]
         # per_request: one simulated call each, no batch-job waiting
         outcomes = executor.drain([q.with_attempts(0) for q in queued], now)
         per_batch.append([ComparisonOutcomeV1.from_outcome(o) for o in outcomes])

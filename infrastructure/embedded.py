@@ -4,6 +4,8 @@ The outbox dispatcher is the same one service mode uses; only the transport diff
 the transport queues requests in memory, and ``run_until_idle`` alternates: dispatch the
 stored waves → let the in-process LPS executor answer them → record the outcomes through
 ``BatchApplication.record_outcomes`` (the entry point the broker consumer also uses).
+Requests and outcomes cross to and from LPS as the same contract messages the broker
+carries, so LPS sees nothing of CJ's types here either.
 """
 
 from __future__ import annotations
@@ -18,10 +20,24 @@ from application.batches import BatchApplication, RecordStatus
 from application.dispatcher import OutboxDispatcher
 from application.ports import ComparisonRequest
 from domain.values import ComparisonOutcome
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 
 log = structlog.get_logger("cjledger.embedded")
 
 Executor = Callable[[Sequence[ComparisonRequest]], list[tuple[UUID, ComparisonOutcome]]]
+#: an in-process LPS: request messages in, one outcome message per request out
+MessageExecutor = Callable[[Sequence[ComparisonRequestV1]], Sequence[ComparisonOutcomeV1]]
+
+
+def through_contract(execute: MessageExecutor) -> Executor:
+    """Let an in-process LPS answer CJ's requests, translating both ways through the
+    message contract exactly as the broker path does (LPS never sees CJ's types)."""
+
+    def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
+        answers = execute([ComparisonRequestV1.from_request(r) for r in requests])
+        return [(UUID(m.batch_id), m.to_domain()) for m in answers]
+
+    return run
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.backoff import Backoff
 from domain.values import BatchingMode
 
 
@@ -75,6 +76,13 @@ class Settings(BaseSettings):
     )
     lps_simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
     lps_simulated_job_delay_seconds: float = Field(default=2.0, ge=0)
+
+    def retry_backoff(self) -> Backoff:
+        """The backoff before a message is requeued, for every long-running process."""
+        return Backoff(
+            base_seconds=self.retry_backoff_base_seconds,
+            max_seconds=self.retry_backoff_max_seconds,
+        )
 
     @field_validator("batching_mode", mode="before")
     @classmethod

@@ -1,12 +1,12 @@
 """LPS use case: execute queued comparison requests against an LLM provider.
 
-Build ``QueuedRequest``s with ``queued_request_from`` (or ``ComparisonRequestV1.to_queued``),
-then ``QueuedRequestExecutor(provider, mode).drain(requests, now)``.
+``QueuedRequest``s come from request messages (``ComparisonRequestV1.to_queued`` in
+``infrastructure.messaging.contracts``, the one place that builds them); then
+``QueuedRequestExecutor(provider, mode).drain(requests, now)``.
 """
 
 from application.lps.batch_api import JobPolling
 from application.lps.executor import DEFAULT_QUEUE_MODE, BundleResult, QueuedRequestExecutor
-from application.lps.intake import queued_request_from
 from application.lps.observer import ExecutorStats, LPSObserver, NoOpObserver
 from application.lps.ports import (
     BatchJobProvider,
@@ -49,5 +49,4 @@ __all__ = [
     "QueuedRequestExecutor",
     "RateLimitedError",
     "classify_error",
-    "queued_request_from",
 ]

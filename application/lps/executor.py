@@ -20,15 +20,14 @@ from application.lps.observer import ExecutorStats, LPSObserver, NoOpObserver
 from application.lps.per_call import PerRequestStrategy, SerialBundleStrategy
 from application.lps.ports import BatchJobRef, LLMProvider
 from application.lps.runtime import Execution, ExecutionStrategy, Runtime, log, log_fields
+from domain.backoff import Backoff
 from domain.lps import (
     MAX_BUNDLE_SIZE,
-    Backoff,
     LPSErrorCode,
     QueuedRequest,
     QueueProcessingMode,
     RequestOutcome,
     form_bundle,
-    queue_mode_for,
 )
 
 #: the mode used for a request without a batching hint when the executor follows hints
@@ -61,8 +60,8 @@ class BundleResult:
 class QueuedRequestExecutor:
     """Executes queued comparison requests against one provider.
 
-    ``mode`` fixes the queue processing mode; ``None`` follows each bundle's batching hint
-    (``queue_mode_for``; no hint → ``serial_bundle``). ``clock`` and ``sleep`` are injected
+    ``mode`` fixes the queue processing mode; ``None`` follows each bundle's mode hint
+    (no hint → ``serial_bundle``). ``clock`` and ``sleep`` are injected
     so tests never wait; ``rng`` draws the backoff jitter (pass a seeded one for
     repeatable runs). ``on_job_scheduled`` receives each new batch job's ref, to be stored
     for ``resume_job`` after a restart.
@@ -116,9 +115,7 @@ class QueuedRequestExecutor:
     def mode_for(self, request: QueuedRequest) -> QueueProcessingMode:
         if self.mode is not None:
             return self.mode
-        if request.batching_hint is None:
-            return DEFAULT_QUEUE_MODE
-        return queue_mode_for(request.batching_hint)
+        return request.mode_hint or DEFAULT_QUEUE_MODE
 
     def process_next(self, queue: Sequence[QueuedRequest], now: datetime) -> BundleResult:
         """Form the next bundle from the head of ``queue`` and execute it."""

@@ -21,15 +21,15 @@ from application.lps.ports import (
     ProviderVerdict,
     classify_error,
 )
+from domain.backoff import Backoff
 from domain.lps import (
-    Backoff,
     LPSErrorCode,
     QueuedRequest,
     QueueProcessingMode,
     RequestOutcome,
+    Verdict,
     truncate_justification,
 )
-from domain.values import SuccessDetails
 
 T = TypeVar("T")
 
@@ -159,7 +159,7 @@ class Runtime:
             request,
             mode,
             self.provider.name,
-            SuccessDetails(
+            Verdict(
                 winner_id=verdict.winner_id,
                 confidence=verdict.confidence,
                 justification=truncate_justification(verdict.justification),

@@ -1,4 +1,4 @@
-"""The LLM provider service's pure model: queued requests, bundling, outcomes, backoff.
+"""The LLM provider service's pure model: queued requests, bundling, outcomes.
 
 Nothing here performs I/O or reads a clock; the executor in ``application.lps`` passes
 ``now`` in and carries out what these functions decide.
@@ -14,7 +14,9 @@ from domain.lps.bundling import (
 from domain.lps.outcomes import (
     JUSTIFICATION_MAX_CHARS,
     LPSErrorCode,
+    RequestFailure,
     RequestOutcome,
+    Verdict,
     truncate_justification,
 )
 from domain.lps.requests import (
@@ -23,25 +25,23 @@ from domain.lps.requests import (
     QueuedRequest,
     QueueProcessingMode,
     normalise_overrides,
-    queue_mode_for,
 )
-from domain.lps.retry import Backoff
 
 __all__ = [
     "JUSTIFICATION_MAX_CHARS",
     "MAX_BUNDLE_SIZE",
-    "Backoff",
     "BundleFormation",
     "LPSErrorCode",
     "OverrideItems",
     "OverrideValue",
     "QueueProcessingMode",
     "QueuedRequest",
+    "RequestFailure",
     "RequestOutcome",
+    "Verdict",
     "bundle_limit",
     "form_bundle",
     "is_compatible",
     "normalise_overrides",
-    "queue_mode_for",
     "truncate_justification",
 ]

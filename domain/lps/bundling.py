@@ -24,7 +24,7 @@ def is_compatible(lead: QueuedRequest, other: QueuedRequest) -> bool:
     return (
         lead.provider == other.provider
         and lead.overrides == other.overrides
-        and lead.batching_hint == other.batching_hint
+        and lead.mode_hint == other.mode_hint
     )
 
 

@@ -1,8 +1,9 @@
 """What LPS answers for each queued request: exactly one ``RequestOutcome``.
 
-An outcome is a success (the judge's verdict) or a failure (an error code, a message and
-whether asking again could help). ``RequestOutcome`` keeps the identifiers the outcome
-message needs; ``to_comparison_outcome`` gives CJ's own value type.
+An outcome is a success (the judge's ``Verdict``) or a failure (a ``RequestFailure``: an
+error code, a message and whether asking again could help). These are LPS's own types:
+CJ's value types are reached only through the message contract
+(``infrastructure.messaging.contracts``), never imported here.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from datetime import datetime
 from enum import Enum
 
 from domain.lps.requests import QueuedRequest, QueueProcessingMode
-from domain.values import ComparisonOutcome, FailureDetails, FailureSource, SuccessDetails
 
 JUSTIFICATION_MAX_CHARS = 500
 _ELLIPSIS = "…"
@@ -50,6 +50,30 @@ def truncate_justification(text: str, limit: int = JUSTIFICATION_MAX_CHARS) -> s
 
 
 @dataclass(frozen=True)
+class Verdict:
+    """What the judge decided for one request, and what deciding it cost."""
+
+    winner_id: str
+    confidence: int
+    justification: str
+    provider: str
+    model: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    latency_ms: float = 0.0
+
+
+@dataclass(frozen=True)
+class RequestFailure:
+    """Why LPS could not answer a request, and whether asking again could help."""
+
+    error_code: str
+    message: str
+    retryable: bool
+
+
+@dataclass(frozen=True)
 class RequestOutcome:
     """The single answer LPS gives for one queued request. Exactly one of
     ``success`` / ``failure`` is set."""
@@ -60,8 +84,8 @@ class RequestOutcome:
     queue_mode: QueueProcessingMode
     provider: str
     model: str
-    success: SuccessDetails | None = None
-    failure: FailureDetails | None = None
+    success: Verdict | None = None
+    failure: RequestFailure | None = None
 
     def __post_init__(self) -> None:
         if (self.success is None) == (self.failure is None):
@@ -84,18 +108,13 @@ class RequestOutcome:
             return "expired"
         return "failure"
 
-    def to_comparison_outcome(self) -> ComparisonOutcome:
-        return ComparisonOutcome(
-            comparison_id=self.request_id, success=self.success, failure=self.failure
-        )
-
     @classmethod
     def succeeded_with(
         cls,
         request: QueuedRequest,
         mode: QueueProcessingMode,
         provider: str,
-        details: SuccessDetails,
+        details: Verdict,
     ) -> RequestOutcome:
         if details.winner_id not in (request.essay_a, request.essay_b):
             raise ValueError("the winner must be one of the two compared essays")
@@ -126,11 +145,10 @@ class RequestOutcome:
             queue_mode=mode,
             provider=provider,
             model=request.model,
-            failure=FailureDetails(
+            failure=RequestFailure(
                 error_code=code.value if isinstance(code, LPSErrorCode) else code,
                 message=message,
                 retryable=retryable,
-                source=FailureSource.LPS,
             ),
         )
 

@@ -1,7 +1,8 @@
 """A comparison request as it waits in an LPS queue, and the queue processing modes.
 
 CJ speaks of *batching modes* (what it asked for); LPS speaks of *queue processing modes*
-(how it executes). The two vocabularies meet in ``queue_mode_for``.
+(how it executes). LPS knows only its own vocabulary: the two meet in the message
+contract (``infrastructure.messaging.contracts.queue_mode_for``).
 """
 
 from __future__ import annotations
@@ -10,8 +11,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from enum import Enum
-
-from domain.values import BatchingMode
 
 OverrideValue = str | int | float | bool | None
 OverrideItems = tuple[tuple[str, OverrideValue], ...]
@@ -23,18 +22,6 @@ class QueueProcessingMode(Enum):
     PER_REQUEST = "per_request"
     SERIAL_BUNDLE = "serial_bundle"
     BATCH_API = "batch_api"
-
-
-_QUEUE_MODE_BY_BATCHING_MODE = {
-    BatchingMode.PER_REQUEST: QueueProcessingMode.PER_REQUEST,
-    BatchingMode.SERIAL_BUNDLE: QueueProcessingMode.SERIAL_BUNDLE,
-    BatchingMode.PROVIDER_BATCH_API: QueueProcessingMode.BATCH_API,
-}
-
-
-def queue_mode_for(batching_mode: BatchingMode) -> QueueProcessingMode:
-    """The queue processing mode that carries out a CJ batching mode."""
-    return _QUEUE_MODE_BY_BATCHING_MODE[batching_mode]
 
 
 def normalise_overrides(
@@ -62,7 +49,8 @@ class QueuedRequest:
     the id doubles as the idempotency key and as the custom id of a provider batch item.
     ``attempt_count`` is how many provider attempts were already spent on the request
     (non-zero when a request is redelivered); they count toward the retry limit.
-    ``overrides`` are normalised (sorted by key) on construction.
+    ``overrides`` are normalised (sorted by key) on construction. ``mode_hint`` is the queue
+    processing mode the sender asked for (``None``: the executor's default).
     """
 
     request_id: str
@@ -75,7 +63,7 @@ class QueuedRequest:
     time_to_live: timedelta
     correlation_id: str
     overrides: OverrideItems = ()
-    batching_hint: BatchingMode | None = None
+    mode_hint: QueueProcessingMode | None = None
     preferred_bundle_size: int | None = None
     attempt_count: int = 0
 

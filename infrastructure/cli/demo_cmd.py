@@ -22,11 +22,11 @@ from domain.policy import BatchPolicy
 from domain.values import BatchingMode, Essay
 from infrastructure.cli.app import app
 from infrastructure.cli.common import make_console, open_app
-from infrastructure.embedded import InProcessTransport, run_until_idle
-from infrastructure.embedded_lps import EmbeddedLPS
+from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
 from infrastructure.logging import configure_logging
+from infrastructure.lps.embedded import EmbeddedLPS
+from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
 from infrastructure.persistence.positions import position_store_for
-from infrastructure.simulation.judge import SimulatedJudge, draw_thetas
 
 DEFAULT_STORE = Path(".cjledger/demo.db")
 
@@ -76,7 +76,7 @@ def demo(
         batch_id = cj.submit(command)
         transport = InProcessTransport()
         dispatcher = OutboxDispatcher(cj, transport, position_store_for(cj))
-        run_until_idle(cj, dispatcher, transport, lps.execute)
+        run_until_idle(cj, dispatcher, transport, through_contract(lps.execute))
         report = build_report(cj.batch_events(batch_id))
         document = demo_document(report, thetas, lps.stats())
     if as_json:

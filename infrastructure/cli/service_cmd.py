@@ -61,7 +61,7 @@ def lps_worker() -> None:
 
 def _run_process(name: str, settings: Settings) -> None:
     # imported here so that ``submit`` and the other commands start without the broker stack
-    from infrastructure.messaging.processes import UnknownProvider
+    from infrastructure.lps.providers import UnknownProvider
 
     try:
         asyncio.run(_main(name, settings))
@@ -75,7 +75,8 @@ def _run_process(name: str, settings: Settings) -> None:
 
 
 async def _main(name: str, settings: Settings) -> None:
-    from infrastructure.messaging.processes import build_lps_worker, build_serve
+    from infrastructure.lps.process import build_lps_worker
+    from infrastructure.messaging.processes import build_serve
     from infrastructure.messaging.service import run_service
 
     if name == "serve":

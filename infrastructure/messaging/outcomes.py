@@ -39,9 +39,9 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 from pydantic import ValidationError
 
 from application.batches import ConcurrencyExhausted, RecordResult, RecordStatus
-from application.contracts import ComparisonOutcomeV1
-from domain.lps import Backoff
+from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
+from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from infrastructure.messaging.dead_letters import DeadLetterSink, Delivery
 from infrastructure.messaging.validation import describe_validation_error
 

@@ -1,26 +1,21 @@
-"""Wiring: the component lists of ``cjledger serve`` and ``cjledger lps-worker``.
+"""Wiring: the component list of ``cjledger serve``.
 
-Both builders run inside the process's event loop (the dispatcher's transport needs it)
-and read everything from ``Settings``. Nothing here holds a rule of CJ or LPS; it only
-connects the use cases to the broker.
+The builder runs inside the process's event loop (the dispatcher's transport needs it)
+and reads everything from ``Settings``. Nothing here holds a rule of CJ; it only connects
+the use cases to the broker. ``lps-worker`` is wired in ``infrastructure.lps.process``.
 """
 
 from __future__ import annotations
 
 import asyncio
-import random
 from dataclasses import dataclass, field
-from datetime import timedelta
 
 from faststream.rabbit import RabbitBroker
 
 from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
-from application.lps import JobPolling, QueuedRequestExecutor
-from domain.lps import Backoff, QueueProcessingMode
 from infrastructure.messaging.broker import make_broker, subscribe
 from infrastructure.messaging.dead_letters import RabbitDeadLetters
-from infrastructure.messaging.lps_worker import LpsWorker, SeededSimulatedJudge
 from infrastructure.messaging.outcomes import OutcomeConsumer
 from infrastructure.messaging.service import (
     BrokerComponent,
@@ -31,26 +26,13 @@ from infrastructure.messaging.service import (
 )
 from infrastructure.messaging.topology import Topology
 from infrastructure.messaging.transport import MessagePublisher, RabbitRequestTransport
-from infrastructure.metrics import lps_observer
 from infrastructure.persistence.bootstrap import open_batch_application, retry_schema_race
 from infrastructure.persistence.positions import position_store_for
 from infrastructure.persistence.store import eventsourcing_env
 from infrastructure.settings import Settings
-from infrastructure.simulation.provider import SimulatedProvider
 from projections.runner import ReadModelRunner
 
 DISPATCHER_NAME = "outbox"
-
-
-class UnknownProvider(ValueError):
-    pass
-
-
-def retry_backoff(settings: Settings) -> Backoff:
-    return Backoff(
-        base_seconds=settings.retry_backoff_base_seconds,
-        max_seconds=settings.retry_backoff_max_seconds,
-    )
 
 
 def service_env(settings: Settings) -> dict[str, str]:
@@ -83,7 +65,7 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
         prefetch=settings.outcome_prefetch,
         graceful_timeout=settings.shutdown_timeout_seconds,
     )
-    backoff = retry_backoff(settings)
+    backoff = settings.retry_backoff()
     publisher = MessagePublisher(broker, topology, timeout=settings.publish_timeout_seconds)
     transport = RabbitRequestTransport(
         publisher, asyncio.get_running_loop(), timeout=settings.publish_timeout_seconds * 6
@@ -134,65 +116,3 @@ class ProjectionComponent:
 
     async def stop(self) -> None:
         await asyncio.to_thread(self.runner.stop)
-
-
-def make_executor(settings: Settings, lane: int = 0) -> QueuedRequestExecutor:
-    """One executor over its own provider (executors are not shared between threads)."""
-    if settings.lps_provider != "simulated":
-        raise UnknownProvider(
-            f"unknown LPS provider {settings.lps_provider!r}; this build offers 'simulated'"
-        )
-    judge = SeededSimulatedJudge(
-        {},
-        seed=settings.lps_simulation_seed,
-        failure_rate=settings.lps_simulated_failure_rate,
-    )
-    provider = SimulatedProvider(
-        judge, job_delay=timedelta(seconds=settings.lps_simulated_job_delay_seconds)
-    )
-    mode = QueueProcessingMode(settings.lps_queue_mode) if settings.lps_queue_mode else None
-    return QueuedRequestExecutor(
-        provider,
-        mode,
-        bundle_cap=settings.lps_bundle_cap,
-        max_attempts=settings.lps_max_attempts,
-        rng=random.Random(f"{settings.lps_simulation_seed}:lane:{lane}"),
-        observer=lps_observer(),
-        job_polling=JobPolling(
-            poll_interval=timedelta(seconds=settings.lps_job_poll_seconds),
-            timeout=timedelta(seconds=settings.lps_job_timeout_seconds),
-        ),
-    )
-
-
-@dataclass
-class LpsWorkerProcess:
-    worker: LpsWorker
-    broker: RabbitBroker
-    topology: Topology
-    components: list[Component] = field(default_factory=list)
-
-
-def build_lps_worker(settings: Settings) -> LpsWorkerProcess:
-    topology = Topology(settings.queue_prefix)
-    broker = make_broker(
-        settings.broker_url,
-        prefetch=settings.lps_prefetch,
-        graceful_timeout=settings.shutdown_timeout_seconds,
-    )
-    publisher = MessagePublisher(broker, topology, timeout=settings.publish_timeout_seconds)
-    worker = LpsWorker(
-        executors=[make_executor(settings, lane) for lane in range(settings.lps_concurrency)],
-        publish_outcome=publisher.publish_outcome,
-        dead_letters=RabbitDeadLetters(
-            broker, topology, topology.requests_queue_name, settings.publish_timeout_seconds
-        ),
-        gather_window=settings.lps_gather_ms / 1000.0,
-        bundle_cap=settings.lps_bundle_cap,
-        backoff=retry_backoff(settings),
-    )
-
-    subscribe(broker, topology.requests_queue, topology.exchange, worker.handle)
-
-    components: list[Component] = [worker, BrokerComponent(broker, topology)]
-    return LpsWorkerProcess(worker, broker, topology, components)

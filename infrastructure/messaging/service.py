@@ -31,7 +31,7 @@ from faststream.rabbit import RabbitBroker
 
 from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
-from domain.lps import Backoff
+from domain.backoff import Backoff
 from infrastructure.messaging.topology import Topology, declare_topology
 
 log = structlog.get_logger("cjledger.service")

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 import structlog
 from faststream.rabbit import RabbitBroker
 
-from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from application.ports import ComparisonRequest
 from infrastructure.messaging.broker import run_on_loop
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from infrastructure.messaging.topology import (
     OUTCOME_ROUTING_KEY,
     REQUEST_ROUTING_KEY,

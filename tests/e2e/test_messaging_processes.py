@@ -20,12 +20,12 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from application.contracts import ComparisonOutcomeV1
 from domain.batch import CJBatch
 from infrastructure.cli.main import main as cli
+from infrastructure.lps.process import build_lps_worker
 from infrastructure.messaging.broker import LoopThread
+from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from infrastructure.messaging.dead_letters import CODE_HEADER, REASON_HEADER
-from infrastructure.messaging.processes import build_lps_worker
 from infrastructure.messaging.topology import OUTCOME_ROUTING_KEY, Topology
 from infrastructure.persistence.positions import position_store_for
 from infrastructure.settings import Settings

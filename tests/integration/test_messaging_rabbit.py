@@ -14,11 +14,11 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from application.batches import BatchApplication, RecordResult, RegisterBatch
-from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from application.dispatcher import OutboxDispatcher
+from domain.backoff import Backoff
 from domain.batch import CJBatch
-from domain.lps import Backoff
 from infrastructure.messaging.broker import make_broker, subscribe
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from infrastructure.messaging.dead_letters import (
     CODE_HEADER,
     REASON_HEADER,

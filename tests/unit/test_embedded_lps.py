@@ -14,9 +14,9 @@ from application.lps import BatchJobStatus
 from domain.batch import CJBatch
 from domain.pairing import comparison_id_for
 from domain.values import BatchingMode
-from infrastructure.embedded import InProcessTransport, run_until_idle
-from infrastructure.embedded_lps import EmbeddedLPS
-from infrastructure.simulation.judge import SimulatedJudge, draw_thetas
+from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
+from infrastructure.lps.embedded import EmbeddedLPS
+from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
 from tests.conftest import AppFactory
 from tests.fakes import essays
 
@@ -72,7 +72,10 @@ def test_every_requested_comparison_completes_exactly_once(
     batch_id = app.submit(RegisterBatch(REF, essays(12), requested_mode=mode, seed=3))
     transport = InProcessTransport()
     run_until_idle(
-        app, OutboxDispatcher(app, transport, InMemoryPositionStore()), transport, lps.execute
+        app,
+        OutboxDispatcher(app, transport, InMemoryPositionStore()),
+        transport,
+        through_contract(lps.execute),
     )
 
     events = app.batch_events(batch_id)

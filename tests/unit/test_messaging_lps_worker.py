@@ -8,12 +8,12 @@ import random
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from application.contracts import ComparisonOutcomeV1
 from application.lps import JobPolling, QueuedRequestExecutor
-from domain.lps import Backoff
-from infrastructure.messaging.lps_worker import LpsWorker, SeededSimulatedJudge
-from infrastructure.simulation.judge import draw_thetas
-from infrastructure.simulation.provider import SimulatedProvider
+from domain.backoff import Backoff
+from infrastructure.lps.simulated_judge import SeededSimulatedJudge, draw_thetas
+from infrastructure.lps.simulated_provider import SimulatedProvider
+from infrastructure.lps.worker import LpsWorker
+from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from tests.unit.test_messaging_outcomes import FakeDeadLetters, FakeDelivery
 
 NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -115,7 +115,7 @@ async def test_waiting_serial_bundle_requests_share_one_provider_call() -> None:
 
     assert provider.calls == ["compare_bundle"]
     assert sorted(o.comparison_id for o in outbox.published) == [f"cmp-{i}" for i in range(4)]
-    assert {o.queue_processing_mode for o in outbox.published} == {"serial_bundle"}
+    assert {o.queue_processing_mode.value for o in outbox.published} == {"serial_bundle"}
     assert all(d.acked == 1 for d in deliveries)
 
 
@@ -137,7 +137,7 @@ async def test_per_request_mode_calls_the_provider_once_per_request() -> None:
     ]
     await run(worker, deliveries)
     assert provider.calls == ["compare"] * 3
-    assert {o.queue_processing_mode for o in outbox.published} == {"per_request"}
+    assert {o.queue_processing_mode.value for o in outbox.published} == {"per_request"}
 
 
 async def test_provider_batch_requests_become_one_batch_job() -> None:
@@ -149,7 +149,7 @@ async def test_provider_batch_requests_become_one_batch_job() -> None:
     ]
     await run(worker, deliveries)
     assert provider.calls.count("schedule_job") == 1
-    assert {o.queue_processing_mode for o in outbox.published} == {"batch_api"}
+    assert {o.queue_processing_mode.value for o in outbox.published} == {"batch_api"}
     assert all(d.acked == 1 for d in deliveries)
 
 

@@ -13,10 +13,10 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from application.batches import BatchApplication, RecordResult, RegisterBatch
-from application.contracts import ComparisonOutcomeV1
+from domain.backoff import Backoff
 from domain.batch import CJBatch
-from domain.lps import Backoff
 from domain.values import ComparisonOutcome
+from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from infrastructure.messaging.outcomes import OutcomeConsumer, parse_outcome
 from tests.fakes import essays
 

@@ -6,8 +6,8 @@ import pytest
 from faststream.rabbit import TestRabbitBroker
 
 from application.batches import BatchApplication, RegisterBatch
-from application.contracts import ComparisonOutcomeV1
 from domain.batch import CJBatch
+from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from infrastructure.messaging.processes import build_serve
 from infrastructure.messaging.topology import OUTCOME_ROUTING_KEY, Topology
 from infrastructure.settings import Settings

@@ -10,8 +10,7 @@ import sys
 import pytest
 
 from application.lps import ProviderError
-from infrastructure.simulation import SimulatedJudge, draw_thetas
-from infrastructure.simulation.judge import confidence_for, logistic
+from infrastructure.lps.simulated_judge import SimulatedJudge, confidence_for, draw_thetas, logistic
 
 THETAS = {"strong": 1.5, "middle": 0.0, "weak": -1.5}
 
@@ -34,7 +33,7 @@ def test_another_seed_gives_other_verdicts():
 
 def test_verdicts_do_not_depend_on_pythons_hash_seed():
     code = (
-        "from infrastructure.simulation import SimulatedJudge, draw_thetas;"
+        "from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas;"
         "t = draw_thetas(['a', 'b'], 9);"
         "print([SimulatedJudge(t, 9).judge(f'c{i}', 'a', 'b').winner_id for i in range(30)], t)"
     )

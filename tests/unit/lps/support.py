@@ -19,9 +19,10 @@ from application.lps import (
     ProviderVerdict,
     QueuedRequestExecutor,
 )
-from domain.lps import Backoff, QueuedRequest, QueueProcessingMode, RequestOutcome
-from domain.values import BatchingMode
-from infrastructure.simulation import SimulatedJudge, SimulatedProvider
+from domain.backoff import Backoff
+from domain.lps import QueuedRequest, QueueProcessingMode, RequestOutcome
+from infrastructure.lps.simulated_judge import SimulatedJudge
+from infrastructure.lps.simulated_provider import SimulatedProvider
 
 T0 = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 ESSAYS = [f"e{i}" for i in range(12)]
@@ -54,7 +55,7 @@ def make_request(
     provider: str = "simulated",
     model: str = "sim-1",
     overrides: Any = (),
-    hint: BatchingMode | None = BatchingMode.SERIAL_BUNDLE,
+    hint: QueueProcessingMode | None = QueueProcessingMode.SERIAL_BUNDLE,
     size: int | None = 64,
     enqueued_at: datetime = T0,
     ttl: timedelta = timedelta(hours=4),
@@ -77,7 +78,7 @@ def make_request(
         time_to_live=ttl,
         correlation_id=f"corr-{batch_id}",
         overrides=overrides,
-        batching_hint=hint,
+        mode_hint=hint,
         preferred_bundle_size=size,
         attempt_count=attempts,
     )

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from domain.lps import Backoff
+from domain.backoff import Backoff
 
 
 def test_delays_double_and_are_capped_without_jitter():

@@ -6,8 +6,13 @@ from datetime import timedelta
 
 import pytest
 
-from domain.lps import MAX_BUNDLE_SIZE, bundle_limit, form_bundle, is_compatible
-from domain.values import BatchingMode
+from domain.lps import (
+    MAX_BUNDLE_SIZE,
+    QueueProcessingMode,
+    bundle_limit,
+    form_bundle,
+    is_compatible,
+)
 from tests.unit.lps.support import T0, make_request
 
 NOW = T0 + timedelta(hours=1)
@@ -23,7 +28,7 @@ DEAD = timedelta(minutes=30)  # enqueued at T0, so expired at NOW
         ({"batch_id": "batch-2"}, True),
         ({"provider": "openai"}, False),
         ({"overrides": {"temperature": 0.5}}, False),
-        ({"hint": BatchingMode.PER_REQUEST}, False),
+        ({"hint": QueueProcessingMode.PER_REQUEST}, False),
         ({"hint": None}, False),
         ({"size": 3}, True),
     ],
@@ -98,7 +103,7 @@ def _queue(spec: str, lead_size: int | None):
         if variant == "openai":
             kwargs["provider"] = "openai"
         if variant == "per":
-            kwargs["hint"] = BatchingMode.PER_REQUEST
+            kwargs["hint"] = QueueProcessingMode.PER_REQUEST
         queue.append(make_request(name, **kwargs))
     return queue
 

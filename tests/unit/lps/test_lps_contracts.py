@@ -7,24 +7,25 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
-from application.lps import queued_request_from
 from application.ports import ComparisonRequest
-from domain.lps import JUSTIFICATION_MAX_CHARS, QueueProcessingMode, RequestOutcome
-from domain.values import BatchingMode, FailureSource
+from domain.lps import JUSTIFICATION_MAX_CHARS, QueueProcessingMode, RequestOutcome, Verdict
+from domain.values import BatchingMode, ComparisonOutcome, FailureSource, SuccessDetails
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    ComparisonRequestV1,
+    queue_mode_for,
+)
 from tests.unit.lps.support import T0, make_request
 
 REQUEST = make_request("cmp-1", essay_a="e1", essay_b="e2", batch_id="b-1")
 
 
 def success_outcome(justification: str = "A is clearer.") -> RequestOutcome:
-    from domain.values import SuccessDetails
-
     return RequestOutcome.succeeded_with(
         REQUEST,
         QueueProcessingMode.SERIAL_BUNDLE,
         "simulated",
-        SuccessDetails(
+        Verdict(
             winner_id="e1",
             confidence=4,
             justification=justification,
@@ -55,10 +56,14 @@ def test_a_success_round_trips_through_json_and_converts_to_the_domain():
     again = ComparisonOutcomeV1.model_validate_json(message.model_dump_json())
     assert again == message
     assert again.schema_version == 1
-    assert again.queue_processing_mode == "serial_bundle"
+    assert again.queue_processing_mode is QueueProcessingMode.SERIAL_BUNDLE
     assert (again.request_id, again.comparison_id, again.batch_id) == ("cmp-1", "cmp-1", "b-1")
-    domain = again.to_domain()
-    assert domain == success_outcome().to_comparison_outcome()
+    assert again.to_domain() == ComparisonOutcome(
+        "cmp-1",
+        success=SuccessDetails(
+            "e1", 4, "A is clearer.", "simulated", "sim-1", 1000, 80, 0.0002, 812.5
+        ),
+    )
 
 
 def test_a_failure_converts_to_a_domain_failure_attributed_to_lps():
@@ -108,7 +113,7 @@ def comparison_request(**changes) -> ComparisonRequest:
         "essay_b": "e2",
         "provider": "simulated",
         "model": "sim-1",
-        "batching_mode": "provider_batch_api",
+        "batching_mode": BatchingMode.PROVIDER_BATCH_API,
         "preferred_bundle_size": 16,
         "requested_at": T0,
         "deadline_at": T0 + timedelta(hours=4),
@@ -124,24 +129,36 @@ def test_a_request_message_round_trips_and_becomes_a_queued_request():
     assert again == message
     queued = again.to_queued(T0 + timedelta(hours=1))
     assert queued.request_id == "cmp-1"
-    assert queued.batching_hint is BatchingMode.PROVIDER_BATCH_API
+    assert queued.mode_hint is QueueProcessingMode.BATCH_API
     assert queued.preferred_bundle_size == 16
     assert queued.overrides == (("temperature", 0),)
     assert queued.expires_at == T0 + timedelta(hours=4)
     assert queued.time_to_live == timedelta(hours=3)
 
 
-def test_the_message_path_and_the_direct_path_build_the_same_queued_request():
-    request = comparison_request()
-    now = T0 + timedelta(minutes=5)
-    assert ComparisonRequestV1.from_request(request).to_queued(now) == queued_request_from(
-        request, now
-    )
+@pytest.mark.parametrize(
+    ("batching_mode", "queue_mode"),
+    [
+        (BatchingMode.PER_REQUEST, QueueProcessingMode.PER_REQUEST),
+        (BatchingMode.SERIAL_BUNDLE, QueueProcessingMode.SERIAL_BUNDLE),
+        (BatchingMode.PROVIDER_BATCH_API, QueueProcessingMode.BATCH_API),
+    ],
+)
+def test_each_batching_mode_maps_to_its_queue_mode(batching_mode, queue_mode):
+    assert queue_mode_for(batching_mode) is queue_mode
+    message = ComparisonRequestV1.from_request(comparison_request(batching_mode=batching_mode))
+    assert message.batching_mode is batching_mode
+    assert message.to_queued(T0).mode_hint is queue_mode
+
+
+def test_the_batching_mode_travels_as_its_value_in_json():
+    message = ComparisonRequestV1.from_request(comparison_request())
+    assert '"batching_mode":"provider_batch_api"' in message.model_dump_json()
 
 
 def test_a_request_past_its_deadline_is_queued_already_expired():
     now = T0 + timedelta(hours=5)
-    queued = queued_request_from(comparison_request(), now)
+    queued = ComparisonRequestV1.from_request(comparison_request()).to_queued(now)
     assert queued.time_to_live == timedelta(0)
     assert queued.is_expired(now)
 
@@ -172,7 +189,7 @@ def test_malformed_requests_are_rejected(changes):
 def test_an_absent_batching_mode_gives_no_hint():
     payload = ComparisonRequestV1.from_request(comparison_request()).model_dump()
     payload["batching_mode"] = None
-    assert ComparisonRequestV1.model_validate(payload).to_queued(T0).batching_hint is None
+    assert ComparisonRequestV1.model_validate(payload).to_queued(T0).mode_hint is None
 
 
 def test_aware_datetimes_are_kept_in_utc():

@@ -17,9 +17,9 @@ from application.lps import (
     RateLimitedError,
 )
 from domain.lps import QueueProcessingMode
-from domain.values import BatchingMode
+from infrastructure.lps.simulated_judge import SimulatedJudge
+from infrastructure.lps.simulated_provider import SimulatedProvider
 from infrastructure.metrics import lps_observer
-from infrastructure.simulation import SimulatedJudge, SimulatedProvider
 from tests.unit.lps.support import ESSAYS, T0, FakeClock, executor, make_request
 
 JOB_FAULTS = ["none", "failed", "cancelled", "never", "schedule", "status", "collect"]
@@ -41,7 +41,7 @@ def scenarios(draw):
             make_request(
                 request_id,
                 provider=draw(st.sampled_from(["simulated", "simulated", "openai"])),
-                hint=draw(st.sampled_from([None, *BatchingMode])),
+                hint=draw(st.sampled_from([None, *QueueProcessingMode])),
                 size=draw(st.sampled_from([None, 0, 1, 2, 5, 64, 300])),
                 ttl=draw(st.sampled_from([timedelta(minutes=1), timedelta(hours=4)])),
                 overrides=draw(st.sampled_from([{}, {"temperature": 0.2}])),

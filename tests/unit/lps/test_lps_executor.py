@@ -11,7 +11,6 @@ from structlog.testing import capture_logs
 
 from application.lps import QueuedRequestExecutor
 from domain.lps import QueueProcessingMode
-from domain.values import BatchingMode
 from tests.unit.lps.support import (
     T0,
     FakeClock,
@@ -63,16 +62,6 @@ def test_drain_judges_later_bundles_at_the_clocks_time():
     assert result == {"a": "success", "x": "expired"}
 
 
-def test_outcomes_convert_to_cj_comparison_outcomes():
-    clock = FakeClock()
-    provider = simulated(clock, fail_items={"c1"})
-    outcomes = executor(provider, QueueProcessingMode.PER_REQUEST, clock).drain(
-        requests(2), clock()
-    )
-    converted = {o.comparison_id: o.to_comparison_outcome() for o in outcomes}
-    assert converted["c0"].succeeded and not converted["c1"].succeeded
-
-
 def test_log_events_carry_the_queue_mode_and_the_ids():
     clock = FakeClock()
     provider = simulated(clock)
@@ -108,7 +97,7 @@ def test_the_configured_cap_bounds_every_bundle():
 def test_a_per_request_hint_gives_single_request_bundles():
     clock = FakeClock()
     provider = simulated(clock)
-    queued = requests(3, hint=BatchingMode.PER_REQUEST, size=1)
+    queued = requests(3, hint=QueueProcessingMode.PER_REQUEST, size=1)
     ex = executor(provider, None, clock)
     outcomes = ex.drain(queued, clock())
     assert Counter(o.queue_mode for o in outcomes) == Counter({QueueProcessingMode.PER_REQUEST: 3})

@@ -10,7 +10,6 @@ from structlog.testing import capture_logs
 
 from application.lps import ItemResult, ProviderError, ProviderFailure, ProviderVerdict
 from domain.lps import JUSTIFICATION_MAX_CHARS, QueueProcessingMode
-from domain.values import BatchingMode, FailureSource
 from tests.unit.lps.support import (
     FakeClock,
     ScriptedBundleProvider,
@@ -44,7 +43,7 @@ def test_per_request_failure_of_one_request_leaves_the_others_alone():
     outcomes = by_id(executor(provider, PER_REQUEST, clock).drain(queued, clock()))
     assert not outcomes["c2"].succeeded
     assert outcomes["c2"].failure.error_code == "SIMULATED_ITEM_FAILURE"
-    assert outcomes["c2"].failure.source is FailureSource.LPS
+    assert not outcomes["c2"].failure.retryable
     assert all(outcomes[i].succeeded for i in ("c0", "c1", "c3"))
 
 
@@ -187,11 +186,11 @@ def test_an_executor_without_a_fixed_mode_follows_each_bundles_hint():
     clock = FakeClock()
     provider = simulated(clock, job_delay=timedelta(0))
     queued = [
-        make_request("p0", hint=BatchingMode.PER_REQUEST, size=1),
-        make_request("p1", hint=BatchingMode.PER_REQUEST, size=1),
-        make_request("s0", hint=BatchingMode.SERIAL_BUNDLE),
-        make_request("s1", hint=BatchingMode.SERIAL_BUNDLE),
-        make_request("b0", hint=BatchingMode.PROVIDER_BATCH_API),
+        make_request("p0", hint=QueueProcessingMode.PER_REQUEST, size=1),
+        make_request("p1", hint=QueueProcessingMode.PER_REQUEST, size=1),
+        make_request("s0", hint=QueueProcessingMode.SERIAL_BUNDLE),
+        make_request("s1", hint=QueueProcessingMode.SERIAL_BUNDLE),
+        make_request("b0", hint=QueueProcessingMode.BATCH_API),
         make_request("n0", hint=None),
     ]
     outcomes = by_id(executor(provider, None, clock).drain(queued, clock()))

@@ -1,4 +1,5 @@
-"""Queued requests, queue processing modes and their mapping from CJ batching modes."""
+"""Queued requests and queue processing modes (their mapping from CJ batching modes is the
+contract's: ``tests/unit/lps/test_lps_contracts.py``)."""
 
 from __future__ import annotations
 
@@ -6,21 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from domain.lps import QueueProcessingMode, normalise_overrides, queue_mode_for
-from domain.values import BatchingMode
+from domain.lps import QueueProcessingMode, normalise_overrides
 from tests.unit.lps.support import T0, make_request
-
-
-@pytest.mark.parametrize(
-    ("batching_mode", "queue_mode"),
-    [
-        (BatchingMode.PER_REQUEST, QueueProcessingMode.PER_REQUEST),
-        (BatchingMode.SERIAL_BUNDLE, QueueProcessingMode.SERIAL_BUNDLE),
-        (BatchingMode.PROVIDER_BATCH_API, QueueProcessingMode.BATCH_API),
-    ],
-)
-def test_each_batching_mode_maps_to_its_queue_mode(batching_mode, queue_mode):
-    assert queue_mode_for(batching_mode) is queue_mode
 
 
 def test_queue_mode_values_are_the_documented_names():

@@ -16,7 +16,8 @@ from application.lps import (
     RateLimitedError,
     classify_error,
 )
-from domain.lps import Backoff, QueueProcessingMode
+from domain.backoff import Backoff
+from domain.lps import QueueProcessingMode
 from tests.unit.lps.support import (
     FakeClock,
     FlakyProvider,

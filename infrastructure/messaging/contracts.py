@@ -2,8 +2,10 @@
 
 These models are the edge: the broker (and the embedded transport) carry them as JSON,
 and each side converts to its own plain types once — ``ComparisonRequestV1.to_queued``
-on the LPS side, ``ComparisonOutcomeV1.to_domain`` on the CJ side. A change of shape that
-an old reader could misread means a new ``schema_version``.
+on the LPS side, ``ComparisonOutcomeV1.to_domain`` on the CJ side. This module is the only
+one that knows both CJ's and LPS's types; the two vocabularies meet here (e.g.
+``queue_mode_for``). A change of shape that an old reader could misread means a new
+``schema_version``.
 """
 
 from __future__ import annotations
@@ -41,8 +43,16 @@ from domain.values import (
     SuccessDetails,
 )
 
-BatchingModeName = Literal["per_request", "serial_bundle", "provider_batch_api"]
-QueueProcessingModeName = Literal["per_request", "serial_bundle", "batch_api"]
+_QUEUE_MODE_BY_BATCHING_MODE = {
+    BatchingMode.PER_REQUEST: QueueProcessingMode.PER_REQUEST,
+    BatchingMode.SERIAL_BUNDLE: QueueProcessingMode.SERIAL_BUNDLE,
+    BatchingMode.PROVIDER_BATCH_API: QueueProcessingMode.BATCH_API,
+}
+
+
+def queue_mode_for(batching_mode: BatchingMode) -> QueueProcessingMode:
+    """The LPS queue processing mode that carries out a CJ batching mode."""
+    return _QUEUE_MODE_BY_BATCHING_MODE[batching_mode]
 
 
 class _Contract(BaseModel):
@@ -60,7 +70,7 @@ class ComparisonRequestV1(_Contract):
     essay_b: str = Field(min_length=1)
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
-    batching_mode: BatchingModeName | None = None
+    batching_mode: BatchingMode | None = None
     # deliberately any int: LPS ignores a hint outside 1..64 rather than reject the request
     preferred_bundle_size: int | None = None
     requested_at: AwareDatetime
@@ -88,7 +98,7 @@ class ComparisonRequestV1(_Contract):
             essay_b=request.essay_b,
             provider=request.provider,
             model=request.model,
-            batching_mode=BatchingMode(request.batching_mode).value,
+            batching_mode=request.batching_mode,
             preferred_bundle_size=request.preferred_bundle_size,
             requested_at=request.requested_at,
             deadline_at=request.deadline_at,
@@ -109,7 +119,7 @@ class ComparisonRequestV1(_Contract):
             time_to_live=max(timedelta(0), self.deadline_at - now),
             correlation_id=self.correlation_id,
             overrides=normalise_overrides(self.overrides),
-            batching_hint=BatchingMode(self.batching_mode) if self.batching_mode else None,
+            mode_hint=queue_mode_for(self.batching_mode) if self.batching_mode else None,
             preferred_bundle_size=self.preferred_bundle_size,
             attempt_count=attempt_count,
         )
@@ -149,7 +159,7 @@ class ComparisonOutcomeV1(_Contract):
     usage: TokenUsageV1 = TokenUsageV1()
     cost_usd: NonNegativeFloat = 0.0
     latency_ms: NonNegativeFloat = 0.0
-    queue_processing_mode: QueueProcessingModeName
+    queue_processing_mode: QueueProcessingMode
 
     @field_validator("justification")
     @classmethod
@@ -179,7 +189,7 @@ class ComparisonOutcomeV1(_Contract):
             "correlation_id": outcome.correlation_id,
             "provider": outcome.provider,
             "model": outcome.model,
-            "queue_processing_mode": outcome.queue_mode.value,
+            "queue_processing_mode": outcome.queue_mode,
         }
         if outcome.success is not None:
             s = outcome.success
@@ -210,7 +220,7 @@ class ComparisonOutcomeV1(_Contract):
 
     @property
     def queue_mode(self) -> QueueProcessingMode:
-        return QueueProcessingMode(self.queue_processing_mode)
+        return self.queue_processing_mode
 
     def to_domain(self) -> ComparisonOutcome:
         """CJ's value type; failures are attributed to LPS."""

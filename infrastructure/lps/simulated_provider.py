@@ -23,7 +23,7 @@ from application.lps.ports import (
     ProviderItem,
     ProviderVerdict,
 )
-from infrastructure.simulation.judge import SimulatedJudge
+from infrastructure.lps.simulated_judge import SimulatedJudge
 
 ITEM_FAILURE_CODE = "SIMULATED_ITEM_FAILURE"
 

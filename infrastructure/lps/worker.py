@@ -30,12 +30,12 @@ import anyio
 import structlog
 from pydantic import ValidationError
 
-from application.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from application.lps import QueuedRequestExecutor
-from domain.lps import MAX_BUNDLE_SIZE, Backoff, QueuedRequest, QueueProcessingMode, bundle_limit
+from domain.backoff import Backoff
+from domain.lps import MAX_BUNDLE_SIZE, QueuedRequest, QueueProcessingMode, bundle_limit
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from infrastructure.messaging.dead_letters import DeadLetterSink, Delivery
 from infrastructure.messaging.validation import describe_validation_error
-from infrastructure.simulation.judge import SimulatedJudge
 
 log = structlog.get_logger("cjledger.lps_worker")
 
@@ -44,21 +44,6 @@ PublishOutcome = Callable[[ComparisonOutcomeV1], Awaitable[None]]
 
 def utc_now() -> datetime:
     return datetime.now(UTC)
-
-
-class SeededSimulatedJudge(SimulatedJudge):
-    """The simulated judge for a worker that has never seen the essays.
-
-    Each essay's latent quality θ is drawn from ``(seed, essay id)`` on first use — the
-    same draw as ``draw_thetas`` — so every worker process, in any order, judges alike.
-    """
-
-    def theta(self, essay_id: str) -> float:
-        theta = self.thetas.get(essay_id)
-        if theta is None:
-            theta = random.Random(f"{self.seed}:theta:{essay_id}").gauss(0.0, 1.0)
-            self.thetas[essay_id] = theta
-        return theta
 
 
 @dataclass
@@ -283,7 +268,7 @@ class LpsWorker:
                 log.info(
                     "outcome_published",
                     status=outcome.status,
-                    queue_processing_mode=outcome.queue_processing_mode,
+                    queue_processing_mode=outcome.queue_processing_mode.value,
                 )
             return confirmed
 
@@ -324,5 +309,5 @@ class LpsWorker:
 
 
 def _compatibility_key(request: QueuedRequest) -> tuple[str, str, str]:
-    hint = request.batching_hint.value if request.batching_hint else ""
+    hint = request.mode_hint.value if request.mode_hint else ""
     return (request.provider, hint, repr(request.overrides))

@@ -1,10 +1,10 @@
 """The in-process LPS of embedded mode: the real executor over the simulated provider.
 
-Nothing is short-circuited: requests become ``QueuedRequest``s, go through bundle
+Nothing is short-circuited: request messages become ``QueuedRequest``s, go through bundle
 formation and the queue mode's strategy (provider batch jobs included), and come back as
-``ComparisonOutcomeV1`` messages converted to domain outcomes — the same path a broker
-message takes. Batch jobs run on a virtual clock that the executor's "sleep" advances, so
-a demo does not wait for simulated polling intervals.
+``ComparisonOutcomeV1`` messages — the same path a broker message takes. Batch jobs run on
+a virtual clock that the executor's "sleep" advances, so a demo does not wait for
+simulated polling intervals.
 """
 
 from __future__ import annotations
@@ -13,16 +13,13 @@ import random
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from uuid import UUID
 
-from application.contracts import ComparisonOutcomeV1
-from application.lps import QueuedRequestExecutor, queued_request_from
-from application.ports import ComparisonRequest
-from domain.lps import QueueProcessingMode, queue_mode_for
-from domain.values import BatchingMode, ComparisonOutcome
+from application.lps import QueuedRequestExecutor
+from domain.lps import QueueProcessingMode
+from infrastructure.lps.simulated_judge import SimulatedJudge
+from infrastructure.lps.simulated_provider import SimulatedProvider
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 from infrastructure.metrics import lps_observer
-from infrastructure.simulation.judge import SimulatedJudge
-from infrastructure.simulation.provider import SimulatedProvider
 
 
 class VirtualClock:
@@ -62,17 +59,13 @@ class EmbeddedLPS:
         )
         self.queue_modes: set[QueueProcessingMode] = set()
 
-    def execute(
-        self, requests: Sequence[ComparisonRequest]
-    ) -> list[tuple[UUID, ComparisonOutcome]]:
+    def execute(self, messages: Sequence[ComparisonRequestV1]) -> list[ComparisonOutcomeV1]:
         self.clock.catch_up()
         now = self.clock()
-        queued = [queued_request_from(r, now) for r in requests]
-        for request in requests:
-            self.queue_modes.add(queue_mode_for(BatchingMode(request.batching_mode)))
+        queued = [m.to_queued(now) for m in messages]
+        self.queue_modes.update(self.executor.mode_for(q) for q in queued)
         outcomes = self.executor.drain(queued, now)
-        messages = [ComparisonOutcomeV1.from_outcome(o) for o in outcomes]
-        return [(UUID(m.batch_id), m.to_domain()) for m in messages]
+        return [ComparisonOutcomeV1.from_outcome(o) for o in outcomes]
 
     def stats(self) -> dict[str, Any]:
         stats = self.executor.stats.as_dict()

@@ -102,3 +102,18 @@ class SimulatedJudge:
             cost_usd=round(cost, 8),
             latency_ms=round(latency_ms, 1),
         )
+
+
+class SeededSimulatedJudge(SimulatedJudge):
+    """The simulated judge for a worker that has never seen the essays.
+
+    Each essay's latent quality θ is drawn from ``(seed, essay id)`` on first use — the
+    same draw as ``draw_thetas`` — so every worker process, in any order, judges alike.
+    """
+
+    def theta(self, essay_id: str) -> float:
+        theta = self.thetas.get(essay_id)
+        if theta is None:
+            theta = random.Random(f"{self.seed}:theta:{essay_id}").gauss(0.0, 1.0)
+            self.thetas[essay_id] = theta
+        return theta
