@@ -25,8 +25,15 @@ def orient(
     first (seeded coin on a tie); a forced orientation (resampling's missing one) is kept.
     Greedy alone can leave an essay two off when a wave holds several rounds, so
     ``_rebalance`` then flips free pairs along paths until no flip helps.
+
+    A wave of several rounds on essays that are balanced so far (a provider batch's only
+    wave) takes the linear-time route instead: an Euler-circuit orientation (see
+    ``_euler_orientation``) leaves every essay within one of balanced by construction,
+    where path flipping would cost a search of the whole wave per flip.
     """
     balance = balances(history)
+    if _is_fresh_multi_round(chosen, balance):
+        return _euler_orientation([key for key, _ in chosen], rng)
     oriented: list[Oriented] = []
     for (x, y), forced in chosen:
         if forced is not None:
@@ -39,6 +46,62 @@ def orient(
         balance[b] -= 1
         oriented.append((a, b))
     _rebalance(oriented, [forced is None for _, forced in chosen], balance)
+    return oriented
+
+
+def _is_fresh_multi_round(chosen: list[tuple[Key, Oriented | None]], balance: Counter[str]) -> bool:
+    essays = [essay for key, _ in chosen for essay in key]
+    distinct = set(essays)
+    return (
+        len(distinct) < len(essays)
+        and all(forced is None for _, forced in chosen)
+        and all(balance[essay] == 0 for essay in distinct)
+    )
+
+
+def _euler_orientation(keys: list[Key], rng: random.Random) -> list[Oriented]:
+    """Orient every pair along an Euler circuit: each essay ends within one of balanced.
+
+    Essays in an odd number of pairs are joined to one extra vertex, so every degree is
+    even and each connected part has a closed trail through all its pairs (Hierholzer).
+    Walking a closed trail enters each vertex as often as it leaves it, so each essay is
+    shown first in exactly half of its pairs, counting its link to the extra vertex: an
+    essay with an even number of pairs ends at 0, one with an odd number at ±1. Each
+    trail starts at a seeded coin's choice of direction; cost is linear in the pairs.
+    """
+    essays = sorted({essay for key in keys for essay in key})
+    index = {essay: i for i, essay in enumerate(essays)}
+    extra = len(essays)
+    ends: list[tuple[int, int]] = [(index[a], index[b]) for a, b in keys]
+    degree = Counter(v for edge in ends for v in edge)
+    ends += [(v, extra) for v in range(extra) if degree[v] % 2]
+    adjacent: list[list[tuple[int, int]]] = [[] for _ in range(extra + 1)]
+    for edge, (u, v) in enumerate(ends):
+        adjacent[u].append((edge, v))
+        adjacent[v].append((edge, u))
+    used = [False] * len(ends)
+    cursor = [0] * (extra + 1)
+    direction: list[tuple[int, int] | None] = [None] * len(ends)
+    for start in range(extra + 1):
+        reverse = rng.random() < 0.5
+        stack = [start]
+        while stack:
+            v = stack[-1]
+            edges = adjacent[v]
+            while cursor[v] < len(edges) and used[edges[cursor[v]][0]]:
+                cursor[v] += 1
+            if cursor[v] == len(edges):
+                stack.pop()
+                continue
+            edge, w = edges[cursor[v]]
+            used[edge] = True
+            direction[edge] = (w, v) if reverse else (v, w)
+            stack.append(w)
+    oriented: list[Oriented] = []
+    for edge in range(len(keys)):
+        step = direction[edge]
+        assert step is not None  # every pair lies on some trail
+        oriented.append((essays[step[0]], essays[step[1]]))
     return oriented
 
 

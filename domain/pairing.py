@@ -20,13 +20,11 @@ Whatever the mode, each essay's A (shown first) and B appearances are kept balan
 from __future__ import annotations
 
 import heapq
-import math
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from uuid import UUID, uuid5
 
-import networkx as nx
-
+from domain.matching import RoundInput, matching_round
 from domain.orientation import balances, orient
 from domain.pair_records import (
     Key,
@@ -37,7 +35,6 @@ from domain.pair_records import (
     blocked_keys,
     count_available_pairs,
     is_between,
-    key_of,
     success_coverage,
     unique_sorted,
 )
@@ -51,20 +48,6 @@ __all__ = [
     "generate_wave",
     "success_coverage",
 ]
-
-CLOSENESS_LEVELS = 1000
-"""Resolution of the score-closeness part of an edge weight."""
-
-JITTER_LEVELS = 16
-"""The seeded jitter only breaks ties between equally close pairs, never outranks them."""
-
-FIT_LEVELS = 2
-"""Between equally close pairs, prefer those whose orientation can balance both essays."""
-
-AFFINITY_LEVELS = (CLOSENESS_LEVELS + 1) * FIT_LEVELS * JITTER_LEVELS
-
-CANDIDATE_PARTNERS = 10
-"""Per essay, the number of closest partners kept when a matching graph is dense."""
 
 
 def comparison_id_for(batch_id: str, wave_number: int, index: int) -> str:
@@ -123,128 +106,43 @@ def _coverage_pairs(
     Each round sees the counts of the rounds before it, so the essays that played least so
     far are the ones that get the remaining partners.
     """
+    n = len(essays)
+    position = {essay: index for index, essay in enumerate(essays)}
     known = set(essays)
-    blocked = blocked_keys(known, history)
-    # A dict, not a set: it keeps the sorted order, so every later loop is deterministic.
-    eligible = {key: None for key in _all_keys(essays) if key not in blocked}
-    counts = appearances(known, history)
-    balance = balances(history)
+    data = RoundInput(
+        n=n,
+        scores=[scores.get(essay, 0.0) for essay in essays],
+        counts=[0] * n,
+        balance=[0] * n,
+        blocked=set(),
+        blocked_degree=[0] * n,
+    )
+    for essay, count in appearances(known, history).items():
+        data.counts[position[essay]] = count
+    for essay, balance in balances(history).items():
+        if essay in position:
+            data.balance[position[essay]] = balance
+    for a, b in blocked_keys(known, history):
+        _block(data, position[a], position[b])
     chosen: list[Key] = []
-    while eligible and len(chosen) < max_pairs:
-        matched = _matching_round(list(eligible), counts, balance, scores, rng)
-        for key in matched[: max_pairs - len(chosen)]:
-            chosen.append(key)
-            del eligible[key]
-            counts[key[0]] += 1
-            counts[key[1]] += 1
+    while len(chosen) < max_pairs:
+        matched = matching_round(data, rng)
+        if not matched:
+            break
+        for i, j in matched[: max_pairs - len(chosen)]:
+            chosen.append((essays[i], essays[j]))
+            _block(data, i, j)
+            data.counts[i] += 1
+            data.counts[j] += 1
         if not repeat_rounds:
             break
     return chosen
 
 
-def _matching_round(
-    eligible: list[Key],
-    counts: Mapping[str, int],
-    balance: Mapping[str, int],
-    scores: Mapping[str, float],
-    rng: random.Random,
-) -> list[Key]:
-    """A maximum-cardinality matching over the eligible pairs, best pairs first.
-
-    Edge weights have two tiers. The upper tier is the sum of both essays' *need* (fewer
-    comparisons so far, more need); summed over a matching it depends only on *which*
-    essays play, so it decides who sits out: the least needy. With an odd number of
-    essays, the most-compared one (seeded tie break) gets no need at all, so it sits out
-    whenever some largest matching leaves it out, and plays when sitting it out would cost
-    a pair. The lower tier decides *who plays whom*: close scores first (they make the
-    most informative comparisons), then pairs whose A/B balances can both be evened out,
-    then a seeded jitter.
-    """
-    vertices = sorted({essay for key in eligible for essay in key})
-    sit_out = _most_compared(vertices, counts, rng) if len(vertices) % 2 else None
-    top = max(counts[essay] for essay in vertices)
-    need = {essay: 0 if essay == sit_out else top + 1 - counts[essay] for essay in vertices}
-    need_unit = (len(vertices) // 2 + 1) * AFFINITY_LEVELS  # outweighs any lower-tier sum
-    affinity = {key: _affinity(key, scores, balance, rng) for key in eligible}
-    weight = {key: (need[key[0]] + need[key[1]]) * need_unit + affinity[key] for key in eligible}
-
-    if len(eligible) > CANDIDATE_PARTNERS * len(vertices):
-        matched = _max_matching(vertices, _closest_partners(vertices, eligible, affinity), weight)
-        if not _obviously_largest(matched, vertices, sit_out):
-            matched = _max_matching(vertices, eligible, weight)
-    else:
-        matched = _max_matching(vertices, eligible, weight)
-    return sorted(matched, key=lambda key: (-weight[key], key))
-
-
-def _most_compared(vertices: list[str], counts: Mapping[str, int], rng: random.Random) -> str:
-    most = max(counts[essay] for essay in vertices)
-    return rng.choice([essay for essay in vertices if counts[essay] == most])
-
-
-def _affinity(
-    key: Key, scores: Mapping[str, float], balance: Mapping[str, int], rng: random.Random
-) -> int:
-    """Score closeness first; then orientation fit; then seeded jitter."""
-    distance = abs(_score(scores, key[0]) - _score(scores, key[1]))
-    closeness = round(CLOSENESS_LEVELS / (1.0 + distance))
-    a, b = balance.get(key[0], 0), balance.get(key[1], 0)
-    fits = 0 if (a > 0 and b > 0) or (a < 0 and b < 0) else 1
-    return (closeness * FIT_LEVELS + fits) * JITTER_LEVELS + rng.randrange(JITTER_LEVELS)
-
-
-def _score(scores: Mapping[str, float], essay: str) -> float:
-    value = scores.get(essay, 0.0)
-    return value if math.isfinite(value) else 0.0
-
-
-def _closest_partners(
-    vertices: list[str], eligible: list[Key], affinity: dict[Key, int]
-) -> list[Key]:
-    """A sparse subgraph: each essay's few closest partners.
-
-    networkx's blossom algorithm is cubic in pure Python: on 100 essays the complete graph
-    takes about a quarter of a second, ten partners per essay several times less. Far
-    partners would rarely be matched anyway, since the weights prefer close scores.
-    """
-    partners: dict[str, list[str]] = {essay: [] for essay in vertices}
-    for a, b in eligible:
-        partners[a].append(b)
-        partners[b].append(a)
-    kept: set[Key] = set()
-    for essay, others in partners.items():
-        closest = heapq.nlargest(
-            CANDIDATE_PARTNERS, others, key=lambda other: affinity[key_of(essay, other)]
-        )
-        kept.update(key_of(essay, other) for other in closest)
-    return [key for key in eligible if key in kept]
-
-
-def _obviously_largest(matched: set[Key], vertices: list[str], sit_out: str | None) -> bool:
-    """Whether a matching of the sparse subgraph is as good as one of the full graph.
-
-    With at most one essay left unmatched no larger matching exists (an augmenting path
-    needs two unmatched ends), and if that essay is the one meant to sit out, the sparse
-    subgraph lost nothing that matters. Otherwise the caller matches the full graph.
-    """
-    matched_essays = {essay for key in matched for essay in key}
-    unmatched = [essay for essay in vertices if essay not in matched_essays]
-    return not unmatched or unmatched == [sit_out]
-
-
-def _max_matching(vertices: list[str], edges: Iterable[Key], weight: dict[Key, int]) -> set[Key]:
-    """Maximum-weight matching among the maximum-cardinality ones (networkx, blossom).
-
-    Nodes are integer positions rather than essay ids so that nothing inside networkx can
-    depend on string hashing.
-    """
-    position = {essay: index for index, essay in enumerate(vertices)}
-    graph = nx.Graph()
-    graph.add_nodes_from(range(len(vertices)))
-    for key in edges:
-        graph.add_edge(position[key[0]], position[key[1]], weight=weight[key])
-    matching = nx.max_weight_matching(graph, maxcardinality=True, weight="weight")
-    return {key_of(vertices[int(u)], vertices[int(v)]) for u, v in matching}
+def _block(data: RoundInput, i: int, j: int) -> None:
+    data.blocked.add(i * data.n + j if i < j else j * data.n + i)
+    data.blocked_degree[i] += 1
+    data.blocked_degree[j] += 1
 
 
 # --- resampling ----------------------------------------------------------------------------
@@ -292,11 +190,3 @@ def _resampling_pass(
         counts[key[0]] += 1
         counts[key[1]] += 1
     return chosen
-
-
-# --- shared helpers ------------------------------------------------------------------------
-
-
-def _all_keys(essays: list[str]) -> list[Key]:
-    """All unordered pairs of a sorted list, in sorted order."""
-    return [(a, b) for i, a in enumerate(essays) for b in essays[i + 1 :]]

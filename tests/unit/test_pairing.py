@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import time
+import random
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 from uuid import UUID
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain import matching
 from domain.pairing import (
     PairRecord,
     PairStatus,
@@ -384,18 +386,57 @@ def test_different_seeds_can_give_different_waves() -> None:
     assert len(waves) > 1
 
 
-# --- speed -------------------------------------------------------------------------------------
+# --- scale: candidates, never all pairs ----------------------------------------------------------
 
 
-def test_large_waves_are_fast() -> None:
-    started = time.perf_counter()
-    assert len(wave(essays(40), max_pairs=400, all_pairs=True)) == 400
-    assert time.perf_counter() - started < 1.0
+def count_weighed_pairs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    weighed = [0]
+    original = matching._affinity
 
-    scores = {e: (i % 17) / 4 for i, e in enumerate(essays(100))}
-    started = time.perf_counter()
-    assert len(wave(essays(100), scores=scores)) == 50
-    assert time.perf_counter() - started < 0.5
+    def counting(*args: Any) -> int:
+        weighed[0] += 1
+        return original(*args)
+
+    monkeypatch.setattr(matching, "_affinity", counting)
+    return weighed
+
+
+@pytest.mark.parametrize("all_pairs", [False, True])
+def test_a_round_weighs_a_few_candidates_per_essay_never_all_pairs(
+    monkeypatch: pytest.MonkeyPatch, all_pairs: bool
+) -> None:
+    n = 1200
+    weighed = count_weighed_pairs(monkeypatch)
+    scores = {e: (i % 37) / 5 for i, e in enumerate(essays(n))}
+    pairs = wave(essays(n), scores=scores, max_pairs=2 * n if all_pairs else n, all_pairs=all_pairs)
+    rounds = 4 if all_pairs else 1
+    assert len(pairs) == rounds * n // 2
+    per_round = (matching.NEIGHBOURS + matching.RANDOM_PARTNERS) * n
+    assert weighed[0] <= 2 * rounds * per_round  # n²/2 would be 719,400
+
+
+def test_later_waves_of_a_large_batch_stay_maximal_and_pair_close_scores() -> None:
+    ids = [f"e{i:04d}" for i in range(400)]
+    rng = random.Random(3)
+    ability = {e: rng.gauss(0.0, 2.0) for e in ids}
+    history: list[PairRecord] = []
+    for number in range(1, 9):
+        pairs = wave(ids, history, wave_number=number, scores=ability)
+        assert not keys(pairs) & blocked(history)
+        playing = {e for p in pairs for e in (p.essay_a, p.essay_b)}
+        idle = sorted(set(ids) - playing)
+        assert len(idle) <= 1 or all(
+            (a, b) in blocked(history) for a in idle for b in idle if a < b
+        )
+        gaps = sorted(abs(ability[p.essay_a] - ability[p.essay_b]) for p in pairs)
+        assert gaps[len(gaps) // 2] < 0.2  # random partners would differ by ~2.3
+        history += records(pairs)
+
+
+def test_a_large_provider_wave_balances_every_essay_within_one() -> None:
+    pairs = wave(essays(300), max_pairs=2000, all_pairs=True)
+    assert len(pairs) == 2000
+    assert max(abs(v) for v in balances(records(pairs)).values()) <= 1
 
 
 # --- invariants (hypothesis) -------------------------------------------------------------------
