@@ -29,12 +29,11 @@ from application.notification_log import scan_log
 from application.serialization import TupleRestoringMapper, register_value_types
 from domain import workflow
 from domain.batch import BatchPhase, CJBatch, ComparisonRecord, OutcomeRejected, WaveRecord
+from domain.continuation import LEGACY_CONTEXT_FIELDS, ContinuationContext, DecisionKind
 from domain.policy import BatchPolicy
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
-    ContinuationContext,
-    DecisionKind,
     Essay,
     EssayScore,
     FailureSource,
@@ -63,6 +62,14 @@ VALUE_ENUMS: tuple[type[Enum], ...] = (
     FailureSource,
     BatchPhase,
 )
+FORMER_VALUE_NAMES: dict[str, type[Any]] = {
+    # Moved to domain.continuation, where the decision lives (policy version 1 stored these).
+    "domain.values:DecisionKind": DecisionKind,
+    "domain.values:ContinuationContext": ContinuationContext,
+}
+RENAMED_VALUE_FIELDS: dict[type[Any], dict[str, str]] = {
+    ContinuationContext: LEGACY_CONTEXT_FIELDS,
+}
 
 
 class BatchNotFound(LookupError):
@@ -196,7 +203,13 @@ class BatchApplication(Application[UUID]):
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
-        register_value_types(transcoder, VALUE_DATACLASSES, VALUE_ENUMS)
+        register_value_types(
+            transcoder,
+            VALUE_DATACLASSES,
+            VALUE_ENUMS,
+            former_names=FORMER_VALUE_NAMES,
+            renamed_fields=RENAMED_VALUE_FIELDS,
+        )
 
     def save(
         self,

@@ -21,9 +21,9 @@ class DecisionLine:
     raw_reason: str
     guard: str | None
     reason: str
-    callbacks_received: int
-    completed: int
-    failed: int
+    outcomes: int
+    successes: int
+    failures: int
     pairs_submitted: int
     success_rate: float | None
     max_score_change: float | None
@@ -59,7 +59,7 @@ class BatchReport:
     reliability: float | None
     event_count: int
     comparisons_requested: int
-    comparisons_completed: int
+    outcomes: int
 
 
 def build_report(events: Sequence[Any]) -> BatchReport:
@@ -72,7 +72,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
     waves: list[WaveLine] = []
     rankings: tuple[RankingLine, ...] = ()
     reliability = None
-    requested = completed = 0
+    requested = outcomes = 0
     for event in events:
         if isinstance(event, CJBatch.BatchingModeSet):
             mode, mode_source = event.mode.value, event.source
@@ -80,7 +80,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
             waves.append(WaveLine(event.wave_number, event.generation_mode.value, len(event.pairs)))
             requested += len(event.pairs)
         elif isinstance(event, CJBatch.ComparisonCompleted):
-            completed += 1
+            outcomes += 1
         elif isinstance(event, CJBatch.ContinuationDecided):
             ctx = event.context
             decisions.append(
@@ -91,9 +91,9 @@ def build_report(events: Sequence[Any]) -> BatchReport:
                     raw_reason=event.raw_reason,
                     guard=event.guard,
                     reason=event.reason,
-                    callbacks_received=ctx.callbacks_received,
-                    completed=ctx.successes,
-                    failed=ctx.failures,
+                    outcomes=ctx.outcomes,
+                    successes=ctx.successes,
+                    failures=ctx.failures,
                     pairs_submitted=ctx.pairs_submitted,
                     success_rate=ctx.success_rate,
                     max_score_change=ctx.max_score_change,
@@ -119,7 +119,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
         reliability=reliability,
         event_count=len(events),
         comparisons_requested=requested,
-        comparisons_completed=completed,
+        outcomes=outcomes,
     )
 
 
@@ -161,7 +161,7 @@ def summarize_event(event: Any) -> str:
         change = "-" if ctx.max_score_change is None else f"{ctx.max_score_change:.4f}"
         return (
             f"decision={event.decision.value} reason={event.reason}{guard} "
-            f"callbacks={ctx.callbacks_received} successes={ctx.successes} "
+            f"outcomes={ctx.outcomes} successes={ctx.successes} "
             f"max_change={change}"
         )
     if isinstance(event, CJBatch.Finalized):

@@ -16,7 +16,7 @@ batch replayed from its events, field by field and type by type.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any, Generic, TypeVar
 
@@ -29,23 +29,37 @@ T = TypeVar("T")
 SNAPSHOT_TUPLE_FIELDS = "state_tuple_fields"  # stored beside a snapshot's "state"
 
 
+def type_name(cls: type[Any]) -> str:
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
 class DataclassTranscoding(Transcoding, Generic[T]):
-    def __init__(self, cls: type[T]) -> None:
+    """``renamed_fields`` maps field names older events used to today's names."""
+
+    def __init__(
+        self,
+        cls: type[T],
+        name: str | None = None,
+        renamed_fields: Mapping[str, str] | None = None,
+    ) -> None:
         self.type = cls
-        self.name = f"{cls.__module__}:{cls.__qualname__}"
+        self.name = name or type_name(cls)
         self._adapter: TypeAdapter[T] = TypeAdapter(cls)
+        self._renamed = dict(renamed_fields or {})
 
     def encode(self, obj: Any) -> Any:
         return self._adapter.dump_python(obj, mode="json")
 
     def decode(self, data: Any) -> T:
+        if self._renamed and isinstance(data, dict):
+            data = {self._renamed.get(key, key): value for key, value in data.items()}
         return self._adapter.validate_python(data)
 
 
 class EnumTranscoding(Transcoding):
-    def __init__(self, cls: type[Enum]) -> None:
+    def __init__(self, cls: type[Enum], name: str | None = None) -> None:
         self.type = cls
-        self.name = f"{cls.__module__}:{cls.__qualname__}"
+        self.name = name or type_name(cls)
         self._cls = cls
 
     def encode(self, obj: Any) -> Any:
@@ -56,10 +70,29 @@ class EnumTranscoding(Transcoding):
 
 
 def register_value_types(
-    transcoder: JSONTranscoder, dataclasses: Iterable[type[Any]], enums: Iterable[type[Enum]]
+    transcoder: JSONTranscoder,
+    dataclasses: Iterable[type[Any]],
+    enums: Iterable[type[Enum]],
+    *,
+    former_names: Mapping[str, type[Any]] | None = None,
+    renamed_fields: Mapping[type[Any], Mapping[str, str]] | None = None,
 ) -> None:
+    """Register one transcoding per value type, under its current import path.
+
+    Stored values name their type by import path. A type that moved keeps decoding under
+    each of its ``former_names`` (decode only: new events use the current name), and a
+    type whose fields were renamed reads old field names through ``renamed_fields``.
+    """
+    renamed_fields = renamed_fields or {}
+    dataclasses, enums = list(dataclasses), list(enums)
+    for former, cls in (former_names or {}).items():
+        if cls in enums:
+            transcoder.register(EnumTranscoding(cls, name=former))
+        else:
+            transcoder.register(DataclassTranscoding(cls, former, renamed_fields.get(cls)))
+    # Registered last, so encoding by type picks today's name.
     for cls in dataclasses:
-        transcoder.register(DataclassTranscoding(cls))
+        transcoder.register(DataclassTranscoding(cls, renamed_fields=renamed_fields.get(cls)))
     for enum_cls in enums:
         transcoder.register(EnumTranscoding(enum_cls))
 

@@ -16,13 +16,12 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.continuation import ContinuationContext, DecisionKind, GuardedDecision
 from domain.pairing import PairRecord, PairStatus
 from domain.policy import BatchPolicy
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
-    ContinuationContext,
-    DecisionKind,
     Essay,
     EssayScore,
     FinalStatus,
@@ -269,25 +268,19 @@ class CJBatch(Aggregate):
         self._comparison_completed(outcome=outcome)
         return True
 
-    def record_decision(
-        self,
-        *,
-        decision: DecisionKind,
-        reason: str,
-        context: ContinuationContext,
-        raw_decision: DecisionKind,
-        raw_reason: str,
-        guard: str | None,
-    ) -> None:
+    def record_decision(self, decision: GuardedDecision, context: ContinuationContext) -> None:
+        """Record what was decided after a wave; reasons and guard are stored as their codes."""
         if self.phase is not BatchPhase.RUNNING or self.open_comparisons:
             raise CommandRejected("decisions are taken when a wave has closed")
+        if decision.final.kind is DecisionKind.WAIT:
+            raise CommandRejected("waiting is not a decision to record")
         self._continuation_decided(
-            decision=decision,
-            reason=reason,
+            decision=decision.final.kind,
+            reason=decision.final.reason.value,
             context=context,
-            raw_decision=raw_decision,
-            raw_reason=raw_reason,
-            guard=guard,
+            raw_decision=decision.raw.kind,
+            raw_reason=decision.raw.reason.value,
+            guard=None if decision.guard is None else decision.guard.value,
             policy_version=self.policy.policy_version,
         )
 
@@ -406,7 +399,8 @@ class CJBatch(Aggregate):
         return len(self.comparisons)
 
     @property
-    def callbacks_received(self) -> int:
+    def outcomes(self) -> int:
+        """Successes plus failures: every comparison that has an answer."""
         return self.successes + self.failures
 
     def pair_history(self) -> list[PairRecord]:

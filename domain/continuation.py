@@ -1,23 +1,139 @@
-"""What happens after a wave: the pure decision and the batching-mode guards.
+"""What happens after a wave: the one home of the continuation decision.
 
-``decide`` is mode-agnostic and applies DESIGN.md's rules in order; the first that holds
-wins. ``apply_mode_guards`` then forbids what a mode cannot do (a provider batch job is a
-single wave: no more waves, no resampling). Both are pure, so an auditor can re-run them on
-the context stored in ``ContinuationDecided`` and get the same answer.
+Everything a decision depends on lives here: the facts it looks at
+(``ContinuationContext``), the stability measure, the small-net test, the reason codes,
+the mode-agnostic rules (``decide``, DESIGN.md's rules in order; the first that holds
+wins), the batching-mode guards (``apply_mode_guards``: a provider batch job is a single
+wave, so no more waves and no resampling) and the fallback used when pairing finds
+nothing to ask. All of it is pure, so an auditor can re-run it on the context stored in
+``ContinuationDecided`` and get the same answer. ``domain.workflow`` only sequences:
+build the context, decide, guard, record.
+
+Counting words, used the same way everywhere: an *outcome* is any answer to a requested
+comparison, a *success* or a *failure*; an *open comparison* has been requested and has
+no outcome yet.
 """
 
 from __future__ import annotations
 
-from domain.policy import BatchPolicy
-from domain.values import (
-    BatchingMode,
-    ContinuationContext,
-    Decision,
-    DecisionKind,
-    GuardedDecision,
-)
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import Enum
 
-PROVIDER_BATCH_GUARD = "provider_batch_single_wave"
+from domain.policy import BatchPolicy
+from domain.values import BatchingMode
+
+
+class DecisionKind(Enum):
+    WAIT = "WAIT"
+    FINALIZE_FAILURE = "FINALIZE_FAILURE"
+    FINALIZE_SCORING = "FINALIZE_SCORING"
+    RESAMPLE = "RESAMPLE"
+    REQUEST_MORE_COMPARISONS = "REQUEST_MORE_COMPARISONS"
+
+
+class DecisionReason(Enum):
+    """Why a decision (or a finalization) was taken. Events store the value."""
+
+    OPEN_COMPARISONS = "open_comparisons"
+    ZERO_SUCCESSES = "zero_successes"
+    LOW_SUCCESS_RATE = "low_success_rate"
+    STABLE = "stable"
+    CALLBACKS_REACHED_CAP = "callbacks_reached_cap"
+    BUDGET_EXHAUSTED = "budget_exhausted"
+    SMALL_NET_PASSES_EXHAUSTED = "small_net_passes_exhausted"
+    SMALL_NET_RESAMPLING = "small_net_resampling"
+    REGULAR_RESAMPLING = "regular_resampling"
+    MORE_PAIRS_AVAILABLE = "more_pairs_available"
+    NOTHING_LEFT_TO_ASK = "nothing_left_to_ask"
+    PROVIDER_BATCH_SINGLE_WAVE = "provider_batch_single_wave"
+    FEWER_THAN_TWO_ESSAYS = "fewer_than_two_non_anchor_essays"
+
+
+class Guard(Enum):
+    """A batching-mode guard that changed a decision."""
+
+    PROVIDER_BATCH_SINGLE_WAVE = "provider_batch_single_wave"
+
+
+@dataclass(frozen=True)
+class Decision:
+    kind: DecisionKind
+    reason: DecisionReason
+
+
+@dataclass(frozen=True)
+class GuardedDecision:
+    """The decision carried out, with the raw one and the guard that changed it (if any)."""
+
+    raw: Decision
+    final: Decision
+    guard: Guard | None = None
+
+
+@dataclass(frozen=True)
+class ScorePoint:
+    essay_id: str
+    score: float
+
+
+@dataclass(frozen=True)
+class ContinuationContext:
+    """Everything ``decide()`` looks at, recorded verbatim in ``ContinuationDecided``."""
+
+    wave_number: int
+    essay_count: int
+    budget: int
+    pairs_submitted: int
+    outcomes: int
+    successes: int
+    failures: int
+    open_comparisons: int
+    pairs_available: int
+    success_coverage: float
+    resampling_passes_used: int
+    is_small_net: bool
+    max_score_change: float | None
+    scores: tuple[ScorePoint, ...] = field(default=())
+
+    @property
+    def success_rate(self) -> float | None:
+        if self.outcomes == 0:
+            return None
+        return self.successes / self.outcomes
+
+    @property
+    def budget_left(self) -> int:
+        return max(0, self.budget - self.pairs_submitted)
+
+    @property
+    def has_full_coverage(self) -> bool:
+        return self.success_coverage >= 1.0
+
+
+LEGACY_CONTEXT_FIELDS = {"callbacks_received": "outcomes", "pending_callbacks": "open_comparisons"}
+"""Names ``ContinuationContext`` fields had in events stored before they were unified."""
+
+
+# ------------------------------------------------------------------ measures
+
+
+def is_small_net(essay_count: int, policy: BatchPolicy) -> bool:
+    """A net so small that every pair is asked, then resampled a few times."""
+    return essay_count <= policy.small_net_max_essays
+
+
+def max_score_change(
+    previous: Mapping[str, float] | None, current: Mapping[str, float]
+) -> float | None:
+    """The stability measure: the largest move of any score since the previous decision
+    (an essay missing before counts as 0); ``None`` at the first decision."""
+    if not previous:
+        return None
+    return max((abs(score - previous.get(eid, 0.0)) for eid, score in current.items()), default=0.0)
+
+
+# ------------------------------------------------------------------ rules
 
 
 def is_stable(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
@@ -30,7 +146,7 @@ def is_stable(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
 
 
 def callbacks_reached_cap(ctx: ContinuationContext) -> bool:
-    return ctx.callbacks_received >= ctx.budget
+    return ctx.outcomes >= ctx.budget
 
 
 def budget_exhausted(ctx: ContinuationContext) -> bool:
@@ -60,15 +176,15 @@ def nothing_left_to_ask(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
     return ctx.pairs_available == 0 and not resampling_passes_left(ctx, policy)
 
 
-def success_rate_too_low(ctx: ContinuationContext, policy: BatchPolicy) -> str | None:
+def success_rate_too_low(ctx: ContinuationContext, policy: BatchPolicy) -> DecisionReason | None:
     """The failure reason if the success-rate rule holds, else ``None``."""
-    if ctx.callbacks_received == 0:
+    if ctx.outcomes == 0:
         return None
     if ctx.successes == 0:
-        return "zero_successes"
+        return DecisionReason.ZERO_SUCCESSES
     rate = ctx.success_rate
     if rate is not None and rate < policy.min_success_rate:
-        return "low_success_rate"
+        return DecisionReason.LOW_SUCCESS_RATE
     return None
 
 
@@ -83,46 +199,56 @@ def cap_hit(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
 
 def decide(ctx: ContinuationContext, policy: BatchPolicy) -> Decision:
     """DESIGN.md's continuation rules, in order."""
-    if ctx.pending_callbacks > 0:
-        return Decision(DecisionKind.WAIT, "pending_callbacks")
+    kind, why = DecisionKind, DecisionReason
+    if ctx.open_comparisons > 0:
+        return Decision(kind.WAIT, why.OPEN_COMPARISONS)
 
     failure = success_rate_too_low(ctx, policy)
     if failure is not None and cap_hit(ctx, policy):
-        return Decision(DecisionKind.FINALIZE_FAILURE, failure)
+        return Decision(kind.FINALIZE_FAILURE, failure)
 
     if is_stable(ctx, policy):
-        return Decision(DecisionKind.FINALIZE_SCORING, "stable")
+        return Decision(kind.FINALIZE_SCORING, why.STABLE)
     if callbacks_reached_cap(ctx):
-        return Decision(DecisionKind.FINALIZE_SCORING, "callbacks_reached_cap")
+        return Decision(kind.FINALIZE_SCORING, why.CALLBACKS_REACHED_CAP)
     if budget_exhausted(ctx):
-        return Decision(DecisionKind.FINALIZE_SCORING, "budget_exhausted")
+        return Decision(kind.FINALIZE_SCORING, why.BUDGET_EXHAUSTED)
     if small_net_passes_used_up(ctx, policy):
-        return Decision(DecisionKind.FINALIZE_SCORING, "small_net_passes_exhausted")
+        return Decision(kind.FINALIZE_SCORING, why.SMALL_NET_PASSES_EXHAUSTED)
 
     if ctx.budget_left > 0 and resampling_passes_left(ctx, policy):
-        reason = "small_net_resampling" if ctx.is_small_net else "regular_resampling"
-        return Decision(DecisionKind.RESAMPLE, reason)
+        reason = why.SMALL_NET_RESAMPLING if ctx.is_small_net else why.REGULAR_RESAMPLING
+        return Decision(kind.RESAMPLE, reason)
 
     if ctx.budget_left > 0 and ctx.pairs_available > 0:
-        return Decision(DecisionKind.REQUEST_MORE_COMPARISONS, "more_pairs_available")
+        return Decision(kind.REQUEST_MORE_COMPARISONS, why.MORE_PAIRS_AVAILABLE)
 
-    return Decision(DecisionKind.FINALIZE_SCORING, "nothing_left_to_ask")
+    return Decision(kind.FINALIZE_SCORING, why.NOTHING_LEFT_TO_ASK)
 
 
 def apply_mode_guards(
     decision: Decision, mode: BatchingMode, ctx: ContinuationContext, policy: BatchPolicy
 ) -> GuardedDecision:
     """Forbid what the batching mode cannot do; record which guard changed the decision."""
-    wants_another_wave = decision.kind in (
-        DecisionKind.RESAMPLE,
-        DecisionKind.REQUEST_MORE_COMPARISONS,
-    )
-    if mode is BatchingMode.PROVIDER_BATCH_API and wants_another_wave:
+    if mode is BatchingMode.PROVIDER_BATCH_API and wants_another_wave(decision):
         # The single provider job is the cap: the success-rate rule applies to it.
         failure = success_rate_too_low(ctx, policy)
         if failure is not None:
             final = Decision(DecisionKind.FINALIZE_FAILURE, failure)
         else:
-            final = Decision(DecisionKind.FINALIZE_SCORING, PROVIDER_BATCH_GUARD)
-        return GuardedDecision(raw=decision, final=final, guard=PROVIDER_BATCH_GUARD)
+            final = Decision(
+                DecisionKind.FINALIZE_SCORING, DecisionReason.PROVIDER_BATCH_SINGLE_WAVE
+            )
+        return GuardedDecision(raw=decision, final=final, guard=Guard.PROVIDER_BATCH_SINGLE_WAVE)
     return GuardedDecision(raw=decision, final=decision, guard=None)
+
+
+def wants_another_wave(decision: Decision) -> bool:
+    return decision.kind in (DecisionKind.RESAMPLE, DecisionKind.REQUEST_MORE_COMPARISONS)
+
+
+def when_pairing_finds_nothing(guarded: GuardedDecision) -> GuardedDecision:
+    """The fallback when a wave was wanted but pairing found nothing to ask: never leave
+    a batch idle."""
+    final = Decision(DecisionKind.FINALIZE_SCORING, DecisionReason.NOTHING_LEFT_TO_ASK)
+    return GuardedDecision(raw=guarded.raw, final=final, guard=guarded.guard)

@@ -8,7 +8,7 @@ those natively and they would come back as bare strings.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import Enum
 
 
@@ -23,14 +23,6 @@ class BatchingMode(Enum):
 class GenerationMode(Enum):
     COVERAGE = "coverage"
     RESAMPLING = "resampling"
-
-
-class DecisionKind(Enum):
-    WAIT = "WAIT"
-    FINALIZE_FAILURE = "FINALIZE_FAILURE"
-    FINALIZE_SCORING = "FINALIZE_SCORING"
-    RESAMPLE = "RESAMPLE"
-    REQUEST_MORE_COMPARISONS = "REQUEST_MORE_COMPARISONS"
 
 
 class FinalStatus(Enum):
@@ -133,58 +125,3 @@ class BatchingModeResolution:
     mode: BatchingMode
     source: str
     preferred_bundle_size: int
-
-
-@dataclass(frozen=True)
-class Decision:
-    kind: DecisionKind
-    reason: str
-
-
-@dataclass(frozen=True)
-class GuardedDecision:
-    """The decision carried out, with the raw one and the guard that changed it (if any)."""
-
-    raw: Decision
-    final: Decision
-    guard: str | None = None
-
-
-@dataclass(frozen=True)
-class ScorePoint:
-    essay_id: str
-    score: float
-
-
-@dataclass(frozen=True)
-class ContinuationContext:
-    """Everything ``decide()`` looks at, recorded verbatim in ``ContinuationDecided``."""
-
-    wave_number: int
-    essay_count: int
-    budget: int
-    pairs_submitted: int
-    callbacks_received: int
-    successes: int
-    failures: int
-    pending_callbacks: int
-    pairs_available: int
-    success_coverage: float
-    resampling_passes_used: int
-    is_small_net: bool
-    max_score_change: float | None
-    scores: tuple[ScorePoint, ...] = field(default=())
-
-    @property
-    def success_rate(self) -> float | None:
-        if self.callbacks_received == 0:
-            return None
-        return self.successes / self.callbacks_received
-
-    @property
-    def budget_left(self) -> int:
-        return max(0, self.budget - self.pairs_submitted)
-
-    @property
-    def has_full_coverage(self) -> bool:
-        return self.success_coverage >= 1.0

@@ -11,26 +11,31 @@ from datetime import datetime
 
 from domain.batch import CJBatch, CommandRejected
 from domain.batching import preferred_bundle_size, resolve
-from domain.continuation import apply_mode_guards, decide
+from domain.continuation import (
+    ContinuationContext,
+    DecisionKind,
+    DecisionReason,
+    GuardedDecision,
+    ScorePoint,
+    apply_mode_guards,
+    decide,
+    is_small_net,
+    max_score_change,
+    wants_another_wave,
+    when_pairing_finds_nothing,
+)
 from domain.pairing import count_available_pairs, generate_wave, success_coverage
 from domain.scoring import fit_bradley_terry
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
-    ContinuationContext,
-    Decision,
-    DecisionKind,
     FailureDetails,
     FailureSource,
     FinalStatus,
     GenerationMode,
-    GuardedDecision,
     Pair,
-    ScorePoint,
     ScoringResult,
 )
-
-NOT_ENOUGH_ESSAYS = "fewer_than_two_non_anchor_essays"
 
 
 def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime) -> None:
@@ -50,7 +55,7 @@ def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime
     if len(non_anchors) < 2:
         batch.finalize(
             FinalStatus.INSUFFICIENT_ESSAYS,
-            failure_reason=NOT_ENOUGH_ESSAYS,
+            failure_reason=DecisionReason.FEWER_THAN_TWO_ESSAYS.value,
             failure_details=f"{len(non_anchors)} non-anchor essay(s); at least 2 are needed",
         )
         return
@@ -65,33 +70,26 @@ def build_context(batch: CJBatch, scores: ScoringResult) -> ContinuationContext:
     """The facts ``decide`` needs, taken from the batch's state and a fresh BT fit."""
     essay_ids = [e.essay_id for e in batch.essays]
     history = batch.pair_history()
-    score_map = scores.score_map()
-    previous = batch.last_scores
-    max_change: float | None = None
-    if previous:
-        max_change = max(
-            (abs(score_map[eid] - previous.get(eid, 0.0)) for eid in score_map), default=0.0
-        )
     return ContinuationContext(
         wave_number=len(batch.waves),
         essay_count=len(essay_ids),
         budget=batch.policy.max_pairs_cap,
         pairs_submitted=batch.pairs_submitted,
-        callbacks_received=batch.callbacks_received,
+        outcomes=batch.outcomes,
         successes=batch.successes,
         failures=batch.failures,
-        pending_callbacks=batch.open_comparisons,
+        open_comparisons=batch.open_comparisons,
         pairs_available=count_available_pairs(essay_ids, history),
         success_coverage=success_coverage(essay_ids, history),
         resampling_passes_used=batch.resampling_passes_used,
-        is_small_net=len(essay_ids) <= batch.policy.small_net_max_essays,
-        max_score_change=max_change,
+        is_small_net=is_small_net(len(essay_ids), batch.policy),
+        max_score_change=max_score_change(batch.last_scores, scores.score_map()),
         scores=tuple(ScorePoint(s.essay_id, s.score) for s in scores.scores),
     )
 
 
 def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None:
-    """Decide, record the decision, then carry it out. ``None`` while the wave is open."""
+    """Build the context, decide, guard, record, carry out. ``None`` while the wave is open."""
     if not batch.wave_is_closed:
         return None
     assert batch.mode is not None
@@ -103,27 +101,13 @@ def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None
     guarded = apply_mode_guards(raw, batch.mode, ctx, batch.policy)
 
     next_pairs: tuple[Pair, ...] = ()
-    final = guarded.final
-    if final.kind in (DecisionKind.RESAMPLE, DecisionKind.REQUEST_MORE_COMPARISONS):
-        generation = (
-            GenerationMode.RESAMPLING
-            if final.kind is DecisionKind.RESAMPLE
-            else GenerationMode.COVERAGE
-        )
-        next_pairs = _plan_wave(batch, generation, scores.score_map())
+    if wants_another_wave(guarded.final):
+        next_pairs = _plan_wave(batch, _generation(guarded.final.kind), scores.score_map())
         if not next_pairs:
-            # Pairing found nothing to ask after all: never leave a batch idle.
-            final = Decision(DecisionKind.FINALIZE_SCORING, "nothing_left_to_ask")
-            guarded = GuardedDecision(raw=raw, final=final, guard=guarded.guard)
+            guarded = when_pairing_finds_nothing(guarded)
 
-    batch.record_decision(
-        decision=final.kind,
-        reason=final.reason,
-        context=ctx,
-        raw_decision=raw.kind,
-        raw_reason=raw.reason,
-        guard=guarded.guard,
-    )
+    batch.record_decision(guarded, ctx)
+    final = guarded.final
     if final.kind is DecisionKind.FINALIZE_SCORING:
         batch.finalize(FinalStatus.SCORED, scores.scores, scores.reliability)
     elif final.kind is DecisionKind.FINALIZE_FAILURE:
@@ -131,20 +115,19 @@ def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None
             FinalStatus.FAILED,
             scores.scores,
             scores.reliability,
-            failure_reason=final.reason,
+            failure_reason=final.reason.value,
             failure_details=(
-                f"{ctx.successes} of {ctx.callbacks_received} comparisons succeeded; "
+                f"{ctx.successes} of {ctx.outcomes} comparisons succeeded; "
                 f"minimum success rate is {batch.policy.min_success_rate}"
             ),
         )
     else:
-        generation = (
-            GenerationMode.RESAMPLING
-            if final.kind is DecisionKind.RESAMPLE
-            else GenerationMode.COVERAGE
-        )
-        _submit_wave(batch, generation, next_pairs, now)
+        _submit_wave(batch, _generation(final.kind), next_pairs, now)
     return guarded
+
+
+def _generation(kind: DecisionKind) -> GenerationMode:
+    return GenerationMode.RESAMPLING if kind is DecisionKind.RESAMPLE else GenerationMode.COVERAGE
 
 
 def _plan_wave(

@@ -61,8 +61,8 @@ class BatchSummaryProjection(ReadModelProjection):
             "batch_id TEXT PRIMARY KEY, external_ref TEXT NOT NULL, status TEXT NOT NULL, "
             "mode TEXT, mode_source TEXT, provider TEXT, model TEXT, essays INTEGER NOT NULL, "
             "anchors INTEGER NOT NULL, budget INTEGER NOT NULL, "
-            "comparisons_requested INTEGER NOT NULL, comparisons_completed INTEGER NOT NULL, "
-            "comparisons_failed INTEGER NOT NULL, waves INTEGER NOT NULL, "
+            "comparisons_requested INTEGER NOT NULL, successes INTEGER NOT NULL, "
+            "failures INTEGER NOT NULL, waves INTEGER NOT NULL, "
             "decisions INTEGER NOT NULL, last_decision TEXT, last_reason TEXT, "
             "failure_reason TEXT, reliability DOUBLE PRECISION, created_at TEXT NOT NULL, "
             "updated_at TEXT NOT NULL, finalized_at TEXT"
@@ -89,8 +89,8 @@ class BatchSummaryProjection(ReadModelProjection):
             store.execute(
                 c,
                 f"INSERT INTO {table} (batch_id, external_ref, status, provider, model, "
-                "essays, anchors, budget, comparisons_requested, comparisons_completed, "
-                "comparisons_failed, waves, decisions, created_at, updated_at) "
+                "essays, anchors, budget, comparisons_requested, successes, "
+                "failures, waves, decisions, created_at, updated_at) "
                 "VALUES (?, ?, 'registered', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)",
                 (
                     batch_id,
@@ -119,11 +119,7 @@ class BatchSummaryProjection(ReadModelProjection):
                 (event.wave_number, len(event.pairs), at, batch_id),
             )
         elif isinstance(event, CJBatch.ComparisonCompleted):
-            column = (
-                "comparisons_completed"
-                if event.outcome.success is not None
-                else "comparisons_failed"
-            )
+            column = "successes" if event.outcome.success is not None else "failures"
             store.execute(
                 c,
                 f"UPDATE {table} SET {column} = {column} + 1, updated_at = ? WHERE batch_id = ?",
@@ -249,7 +245,7 @@ class DecisionAuditProjection(ReadModelProjection):
             "batch_id TEXT NOT NULL, version INTEGER NOT NULL, wave INTEGER NOT NULL, "
             "decision TEXT NOT NULL, reason TEXT NOT NULL, raw_decision TEXT NOT NULL, "
             "raw_reason TEXT NOT NULL, guard TEXT, policy_version INTEGER NOT NULL, "
-            "callbacks_received INTEGER NOT NULL, successes INTEGER NOT NULL, "
+            "outcomes INTEGER NOT NULL, successes INTEGER NOT NULL, "
             "failures INTEGER NOT NULL, success_rate DOUBLE PRECISION, "
             "max_score_change DOUBLE PRECISION, context TEXT NOT NULL, decided_at TEXT NOT NULL, "
             "PRIMARY KEY (batch_id, version)"
@@ -262,7 +258,7 @@ class DecisionAuditProjection(ReadModelProjection):
         store.execute(
             c,
             f"INSERT INTO {tables['decision_audit']} (batch_id, version, wave, decision, reason, "
-            "raw_decision, raw_reason, guard, policy_version, callbacks_received, successes, "
+            "raw_decision, raw_reason, guard, policy_version, outcomes, successes, "
             "failures, success_rate, max_score_change, context, decided_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (
@@ -275,7 +271,7 @@ class DecisionAuditProjection(ReadModelProjection):
                 event.raw_reason,
                 event.guard,
                 event.policy_version,
-                ctx.callbacks_received,
+                ctx.outcomes,
                 ctx.successes,
                 ctx.failures,
                 ctx.success_rate,

@@ -112,9 +112,9 @@ def demo_document(
                 "raw_decision": d.raw_decision,
                 "guard": d.guard,
                 "reason": d.reason,
-                "callbacks_received": d.callbacks_received,
-                "completed": d.completed,
-                "failed": d.failed,
+                "outcomes": d.outcomes,
+                "successes": d.successes,
+                "failures": d.failures,
                 "pairs_submitted": d.pairs_submitted,
                 "max_score_change": d.max_score_change,
             }
@@ -153,7 +153,7 @@ def render(
         "wave",
         "decision",
         "reason",
-        "callbacks",
+        "outcomes",
         "success rate",
         "max score change",
         "guard",
@@ -163,9 +163,7 @@ def render(
         rate = "-" if d.success_rate is None else f"{d.success_rate:.2f}"
         change = "-" if d.max_score_change is None else f"{d.max_score_change:.4f}"
         guard = f"{d.guard} (raw {d.raw_decision})" if d.guard else ""
-        trail.add_row(
-            str(d.wave), d.decision, d.reason, str(d.callbacks_received), rate, change, guard
-        )
+        trail.add_row(str(d.wave), d.decision, d.reason, str(d.outcomes), rate, change, guard)
     console.print(trail)
 
     rho = document["spearman"]

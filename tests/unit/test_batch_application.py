@@ -10,11 +10,11 @@ import pytest
 from application.batches import BatchApplication, BatchNotFound, RegisterBatch
 from application.dispatcher import InMemoryPositionStore, OutboxDispatcher
 from domain.batch import CJBatch, OutcomeRejected
+from domain.continuation import DecisionKind
 from domain.policy import BatchPolicy
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
-    DecisionKind,
     FailureSource,
     FinalStatus,
     GenerationMode,

@@ -7,9 +7,9 @@ from dataclasses import replace
 import pytest
 
 from domain.batching import resolve_batching_mode
-from domain.continuation import PROVIDER_BATCH_GUARD, apply_mode_guards, decide
+from domain.continuation import ContinuationContext, DecisionKind, apply_mode_guards, decide
 from domain.policy import BatchPolicy
-from domain.values import BatchingMode, ContinuationContext, DecisionKind
+from domain.values import BatchingMode
 
 POLICY = BatchPolicy()
 
@@ -20,10 +20,10 @@ BASE = ContinuationContext(
     essay_count=24,
     budget=120,
     pairs_submitted=12,
-    callbacks_received=12,
+    outcomes=12,
     successes=12,
     failures=0,
-    pending_callbacks=0,
+    open_comparisons=0,
     pairs_available=264,
     success_coverage=12 / 276,
     resampling_passes_used=0,
@@ -34,7 +34,7 @@ SMALL = replace(
     BASE,
     essay_count=3,
     pairs_submitted=3,
-    callbacks_received=3,
+    outcomes=3,
     successes=3,
     pairs_available=0,
     success_coverage=1.0,
@@ -47,25 +47,25 @@ CASES = [
     # id, context, expected kind, expected reason
     (
         "pending_wins_over_everything",
-        replace(BASE, pending_callbacks=1, successes=0),
+        replace(BASE, open_comparisons=1, successes=0),
         D.WAIT,
-        "pending_callbacks",
+        "open_comparisons",
     ),
     (
         "first_evaluation_never_stable",
-        replace(BASE, successes=60, callbacks_received=60, pairs_submitted=60),
+        replace(BASE, successes=60, outcomes=60, pairs_submitted=60),
         D.REQUEST_MORE_COMPARISONS,
         "more_pairs_available",
     ),
     (
         "zero_successes_at_cap",
-        replace(BASE, successes=0, failures=120, callbacks_received=120, pairs_submitted=120),
+        replace(BASE, successes=0, failures=120, outcomes=120, pairs_submitted=120),
         D.FINALIZE_FAILURE,
         "zero_successes",
     ),
     (
         "low_success_rate_at_cap",
-        replace(BASE, successes=90, failures=30, callbacks_received=120, pairs_submitted=120),
+        replace(BASE, successes=90, failures=30, outcomes=120, pairs_submitted=120),
         D.FINALIZE_FAILURE,
         "low_success_rate",
     ),
@@ -93,7 +93,7 @@ CASES = [
             SMALL,
             successes=10,
             failures=5,
-            callbacks_received=15,
+            outcomes=15,
             pairs_submitted=15,
             resampling_passes_used=4,
         ),
@@ -102,7 +102,7 @@ CASES = [
     ),
     (
         "exactly_min_success_rate_is_not_low",
-        replace(BASE, successes=96, failures=24, callbacks_received=120, pairs_submitted=120),
+        replace(BASE, successes=96, failures=24, outcomes=120, pairs_submitted=120),
         D.FINALIZE_SCORING,
         "callbacks_reached_cap",
     ),
@@ -126,17 +126,13 @@ CASES = [
     ),
     (
         "callbacks_reached_cap",
-        replace(
-            BASE, callbacks_received=120, successes=120, pairs_submitted=120, max_score_change=1.0
-        ),
+        replace(BASE, outcomes=120, successes=120, pairs_submitted=120, max_score_change=1.0),
         D.FINALIZE_SCORING,
         "callbacks_reached_cap",
     ),
     (
         "budget_exhausted_before_callbacks_reach_it",
-        replace(
-            BASE, pairs_submitted=120, callbacks_received=110, successes=110, max_score_change=1.0
-        ),
+        replace(BASE, pairs_submitted=120, outcomes=110, successes=110, max_score_change=1.0),
         D.FINALIZE_SCORING,
         "budget_exhausted",
     ),
@@ -188,7 +184,7 @@ CASES = [
         replace(
             SMALL,
             successes=12,
-            callbacks_received=12,
+            outcomes=12,
             pairs_submitted=12,
             resampling_passes_used=3,
             max_score_change=0.01,
@@ -206,13 +202,13 @@ def test_decide_applies_rules_in_order(
     ctx: ContinuationContext, kind: DecisionKind, reason: str
 ) -> None:
     decision = decide(ctx, POLICY)
-    assert (decision.kind, decision.reason) == (kind, reason)
+    assert (decision.kind, decision.reason.value) == (kind, reason)
 
 
 def test_a_batch_is_never_left_idle() -> None:
     """Whatever the context, a closed wave ends in a finalize or a new wave."""
     for _, ctx, *_ in CASES:
-        if ctx.pending_callbacks == 0:
+        if ctx.open_comparisons == 0:
             assert decide(ctx, POLICY).kind is not DecisionKind.WAIT
 
 
@@ -223,7 +219,7 @@ GUARD_CASES = [
         BatchingMode.PROVIDER_BATCH_API,
         replace(SMALL, budget=120, resampling_passes_used=0, max_score_change=None),
         D.FINALIZE_SCORING,
-        PROVIDER_BATCH_GUARD,
+        "provider_batch_single_wave",
         True,
     ),
     (
@@ -231,7 +227,7 @@ GUARD_CASES = [
         BatchingMode.PROVIDER_BATCH_API,
         replace(BASE, max_score_change=0.9, successes=12),
         D.FINALIZE_SCORING,
-        PROVIDER_BATCH_GUARD,
+        "provider_batch_single_wave",
         True,
     ),
     (
@@ -253,7 +249,7 @@ GUARD_CASES = [
     (
         "provider_batch_leaves_finalize_alone",
         BatchingMode.PROVIDER_BATCH_API,
-        replace(BASE, callbacks_received=120, successes=120, pairs_submitted=120),
+        replace(BASE, outcomes=120, successes=120, pairs_submitted=120),
         D.FINALIZE_SCORING,
         "callbacks_reached_cap",
         False,
@@ -287,7 +283,7 @@ def test_mode_guards(
 ) -> None:
     raw = decide(ctx, POLICY)
     result = apply_mode_guards(raw, mode, ctx, POLICY)
-    assert (result.final.kind, result.final.reason) == (kind, reason)
+    assert (result.final.kind, result.final.reason.value) == (kind, reason)
     assert result.raw == raw
     assert (result.guard is not None) == guarded
 

@@ -52,8 +52,8 @@ def fold(events: list[Any]) -> dict[str, Any]:
                 "anchors": len([x for x in e.essays if x.is_anchor]),
                 "budget": e.policy.max_pairs_cap,
                 "comparisons_requested": 0,
-                "comparisons_completed": 0,
-                "comparisons_failed": 0,
+                "successes": 0,
+                "failures": 0,
                 "waves": 0,
                 "decisions": 0,
                 "last_decision": None,
@@ -98,7 +98,7 @@ def fold(events: list[Any]) -> dict[str, Any]:
             row["completed_at"] = at
             success, failure = e.outcome.success, e.outcome.failure
             if success is not None:
-                summary["comparisons_completed"] += 1
+                summary["successes"] += 1
                 row.update(
                     outcome="success",
                     winner=success.winner_id,
@@ -109,7 +109,7 @@ def fold(events: list[Any]) -> dict[str, Any]:
                     cost_usd=success.cost_usd,
                 )
             else:
-                summary["comparisons_failed"] += 1
+                summary["failures"] += 1
                 row.update(
                     outcome="failure",
                     error_code=failure.error_code,
@@ -130,7 +130,7 @@ def fold(events: list[Any]) -> dict[str, Any]:
                     "raw_reason": e.raw_reason,
                     "guard": e.guard,
                     "policy_version": e.policy_version,
-                    "callbacks_received": ctx.callbacks_received,
+                    "outcomes": ctx.outcomes,
                     "successes": ctx.successes,
                     "failures": ctx.failures,
                     "success_rate": ctx.success_rate,

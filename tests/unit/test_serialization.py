@@ -13,19 +13,17 @@ from hypothesis import strategies as st
 from application.batches import VALUE_DATACLASSES, VALUE_ENUMS
 from application.serialization import register_value_types
 from domain.batch import ComparisonRecord, WaveRecord
+from domain.continuation import ContinuationContext, DecisionKind, ScorePoint
 from domain.policy import BatchPolicy
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
-    ContinuationContext,
-    DecisionKind,
     Essay,
     EssayScore,
     FailureDetails,
     FailureSource,
     GenerationMode,
     Pair,
-    ScorePoint,
     SuccessDetails,
 )
 

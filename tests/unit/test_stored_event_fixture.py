@@ -14,12 +14,17 @@ from eventsourcing.persistence import StoredEvent
 from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
 from domain.batch import CJBatch
+from domain.continuation import LEGACY_CONTEXT_FIELDS
 from infrastructure.embedded import InProcessTransport, run_until_idle
 from infrastructure.persistence.positions import position_store_for
 from tests.fakes import ThetaJudge, thetas_for
 from tests.fixtures.stored_events import FIXTURE, plain_event, plain_state
 
 DOCUMENT: dict[str, Any] = json.loads(FIXTURE.read_text())
+
+
+def renamed(data: dict[str, Any], names: dict[str, str]) -> dict[str, Any]:
+    return {names.get(k, k): v for k, v in data.items()}
 
 
 @pytest.fixture
@@ -71,6 +76,8 @@ def test_every_stored_event_decodes_to_what_it_said(loaded: BatchApplication, na
     assert len(events) == len(recorded)
     for event, old in zip(events, recorded, strict=True):
         new = plain_event(event)
+        if "context" in old:  # the context's counts were renamed, their values kept
+            old = {**old, "context": renamed(old["context"], LEGACY_CONTEXT_FIELDS)}
         # Later event versions may add fields (through their upcasters); none may change.
         assert {k: new.get(k) for k in old} == old, type(event).__qualname__
 
