@@ -8,6 +8,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from domain.backoff import Backoff
 from domain.values import BatchingMode
 
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CJLEDGER_", extra="ignore")
@@ -103,6 +105,15 @@ class Settings(BaseSettings):
             allowed = ("per_request", "serial_bundle", "batch_api")
             if value not in allowed:
                 raise ValueError(f"lps_queue_mode must be one of {', '.join(allowed)}")
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _check_log_level(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip().upper()
+            if value not in LOG_LEVELS:
+                raise ValueError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
         return value
 
     @field_validator("database_url")

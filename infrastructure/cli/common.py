@@ -5,16 +5,19 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from application.batches import BatchApplication
 from infrastructure.cli.app import fail
-from infrastructure.persistence.bootstrap import open_batch_application
-from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
-from infrastructure.settings import Settings
+
+# Only what a command's signature needs is imported at module level: ``cjledger --help``
+# must not pay for numpy, networkx, psycopg or pydantic (see tests/unit/test_cli_startup.py).
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from application.batches import BatchApplication
+    from infrastructure.settings import Settings
 
 StoreOption = Annotated[
     Path | None,
@@ -29,12 +32,19 @@ StoreOption = Annotated[
 def database_url(store: Path | None, settings: Settings | None = None) -> str:
     if store is not None:
         return f"sqlite:///{store}"
-    return (settings or Settings()).database_url
+    if settings is None:
+        from infrastructure.cli.errors import load_settings
+
+        settings = load_settings()
+    return settings.database_url
 
 
 @contextmanager
 def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchApplication]:
     """Open the batch application on ``--store`` or the configured database."""
+    from infrastructure.persistence.bootstrap import open_batch_application
+    from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
+
     if store is not None and must_exist and not store.exists():
         fail(f"no event store at {store}")
     try:
@@ -54,5 +64,7 @@ def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchAp
 
 def make_console() -> Console:
     """A Rich console; logs and pipes get a wide fixed width so tables stay unwrapped."""
+    from rich.console import Console
+
     console = Console()
     return console if console.is_terminal else Console(width=160)

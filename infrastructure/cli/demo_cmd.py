@@ -10,23 +10,16 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from application.batches import BatchApplication, RegisterBatch
-from application.dispatcher import OutboxDispatcher
-from application.reports import BatchReport, build_report
-from domain.policy import BatchPolicy
-from domain.values import BatchingMode, Essay
+from domain.values import BatchingMode
 from infrastructure.cli.app import app
 from infrastructure.cli.common import make_console, open_app
-from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
-from infrastructure.logging import configure_logging
-from infrastructure.lps.embedded import EmbeddedLPS
-from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
-from infrastructure.persistence.positions import position_store_for
+
+if TYPE_CHECKING:
+    from application.reports import BatchReport
 
 DEFAULT_STORE = Path(".cjledger/demo.db")
 
@@ -54,6 +47,17 @@ def demo(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
     """Run one batch end to end with the in-process simulated judge."""
+    from application.batches import RegisterBatch
+    from application.dispatcher import OutboxDispatcher
+    from application.reports import build_report
+    from domain.policy import BatchPolicy
+    from domain.values import Essay
+    from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
+    from infrastructure.logging import configure_logging
+    from infrastructure.lps.embedded import EmbeddedLPS
+    from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
+    from infrastructure.persistence.positions import position_store_for
+
     configure_logging(json_logs=False, level="WARNING")
     essay_ids = [f"essay-{i:03d}" for i in range(1, essays + 1)]
     thetas = draw_thetas(essay_ids, seed, spread)
@@ -135,6 +139,8 @@ def demo_document(
 def render(
     report: BatchReport, document: dict[str, Any], thetas: dict[str, float], store: Path
 ) -> None:
+    from rich.table import Table
+
     console = make_console()
     true_rank = {
         eid: rank for rank, eid in enumerate(sorted(thetas, key=lambda e: -thetas[e]), start=1)
@@ -182,6 +188,3 @@ def render(
     status = report.status + (f" ({report.failure_reason})" if report.failure_reason else "")
     console.print(f"[bold]Final status: {status}[/bold]")
     console.print(f"Audit it: cjledger batches history {report.batch_id} --store {store}")
-
-
-__all__ = ["BatchApplication", "demo"]

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
-from rich.table import Table
 
-from application.batches import BatchApplication, BatchNotFound
-from application.reports import summarize_event
-from domain.batch import CJBatch
 from infrastructure.cli.app import batches_app, fail
 from infrastructure.cli.common import StoreOption, make_console, open_app
+
+if TYPE_CHECKING:
+    from application.batches import BatchApplication
+    from domain.batch import CJBatch
 
 
 @batches_app.command("history")
@@ -27,6 +27,8 @@ def history(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """List a batch's events (version, time, type, summary) or its state at a version."""
+    from application.batches import BatchNotFound
+
     try:
         batch_uuid = UUID(batch_id)
     except ValueError:
@@ -43,6 +45,10 @@ def history(
 
 
 def _show_events(events: list[Any], as_json: bool) -> None:
+    from rich.table import Table
+
+    from application.reports import summarize_event
+
     rows = [
         {
             "version": e.originator_version,
@@ -68,6 +74,8 @@ def _show_state(
 ) -> None:
     if version > head:
         fail(f"batch {batch_id} has {head} events; --at-version must be at most {head}")
+    from rich.table import Table
+
     batch = app.get_batch(batch_id, version=version)
     state = state_summary(batch)
     if as_json:

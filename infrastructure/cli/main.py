@@ -1,7 +1,11 @@
 """The ``cjledger`` command: operators' entry point (Typer + Rich).
 
 Every sub-command lives in its own module and registers itself on ``app``; this module
-only turns usage errors into one clear line and a non-zero exit, never a traceback.
+is the one error boundary (``infrastructure.cli.errors``): usage and configuration errors
+exit 2, failures at run time exit 1, each as one redacted line, never a traceback.
+
+Command modules import only what their signatures need at module level (the rest inside
+the command), so ``cjledger --help`` starts without numpy, networkx or psycopg.
 """
 
 from __future__ import annotations
@@ -20,25 +24,43 @@ from infrastructure.cli import (  # noqa: F401  (each module registers its comma
     service_cmd,
 )
 from infrastructure.cli.app import app
+from infrastructure.cli.errors import (
+    RUNTIME_EXIT,
+    USAGE_EXIT,
+    ConfigError,
+    one_line,
+    redact,
+)
+
+
+def _error(message: str, code: int) -> None:
+    print(f"error: {redact(message)}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        result = app(args=argv, standalone_mode=False)
+        result = app(args=argv, prog_name="cjledger", standalone_mode=False)
     except click_errors.NoArgsIsHelpError:
         sys.exit(0)
     except click_errors.UsageError as error:
         command = f"{error.ctx.command_path}: " if error.ctx else ""
-        print(f"error: {command}{error.format_message()}", file=sys.stderr)
-        sys.exit(2)
+        _error(f"{command}{error.format_message()}", USAGE_EXIT)
     except click_errors.ClickException as error:
-        print(f"error: {error.format_message()}", file=sys.stderr)
-        sys.exit(error.exit_code or 1)
-    except click_errors.Abort:
+        _error(error.format_message(), error.exit_code or RUNTIME_EXIT)
+    except (click_errors.Abort, KeyboardInterrupt):
         print("aborted", file=sys.stderr)
         sys.exit(130)
     except click_errors.Exit as done:
         sys.exit(done.exit_code)
+    except ConfigError as error:
+        _error(one_line(error), USAGE_EXIT)
+    except Exception as error:
+        from infrastructure.persistence.store import BadDatabaseUrl
+
+        if isinstance(error, BadDatabaseUrl):
+            _error(one_line(error), USAGE_EXIT)
+        _error(one_line(error), RUNTIME_EXIT)
     sys.exit(result if isinstance(result, int) else 0)
 
 

@@ -12,41 +12,45 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-import psycopg
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from application.batches import BatchApplication
-from infrastructure.cli.app import app, fail
+from infrastructure.cli.app import PLAIN_HELP, app, fail
 from infrastructure.cli.common import StoreOption, database_url, make_console, open_app
-from infrastructure.logging import configure_logging
-from infrastructure.persistence.store import BadDatabaseUrl, ensure_schema, eventsourcing_env
-from projections.catalogue import PROJECTIONS
-from projections.runner import ReadModelRunner, RebuildInProgress, UnknownProjection
+
+if TYPE_CHECKING:
+    from application.batches import BatchApplication
+    from projections.runner import ReadModelRunner
 
 projections_app = typer.Typer(
-    help="Read models: follow the log, report lag, rebuild.", no_args_is_help=True
+    help="Read models: follow the log, report lag, rebuild.",
+    no_args_is_help=True,
+    rich_markup_mode=PLAIN_HELP,
 )
 app.add_typer(projections_app, name="projections")
 
 
 @contextmanager
 def _open_store(store: Path | None) -> Iterator[BatchApplication]:
+    import psycopg
+
+    from infrastructure.persistence.store import BadDatabaseUrl, ensure_schema, eventsourcing_env
+
     if store is None:
         try:
             ensure_schema(eventsourcing_env(database_url(None)))
         except BadDatabaseUrl:
             pass  # open_app reports it
         except psycopg.Error as error:
-            fail(f"cannot reach the database: {str(error).strip().splitlines()[0]}")
+            fail(f"cannot reach the database: {str(error).strip().splitlines()[0]}", code=1)
     with open_app(store) as cj:
         yield cj
 
 
 def _runner(cj: object, names: list[str] | None = None) -> ReadModelRunner:
+    from projections.runner import ReadModelRunner, UnknownProjection
+
     try:
         return ReadModelRunner(cj, names)
     except (UnknownProjection, ValueError) as error:
@@ -61,6 +65,8 @@ def run(
     page_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
 ) -> None:
     """Catch every projection up with the log, then keep following it (until SIGTERM)."""
+    from infrastructure.logging import configure_logging
+
     configure_logging(json_logs=not once, level="INFO")
     with _open_store(store) as cj:
         runner = _runner(cj)
@@ -85,6 +91,10 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
     """Per projection: active generation, position, head of the log and lag."""
+    from rich.table import Table
+
+    from infrastructure.logging import configure_logging
+
     configure_logging(json_logs=False, level="WARNING")
     with _open_store(store) as cj:
         rows = _runner(cj).status()
@@ -119,6 +129,18 @@ def rebuild(
     store: StoreOption = None,
 ) -> None:
     """Replay the log into a fresh copy beside the live view, then switch to it."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from infrastructure.logging import configure_logging
+    from projections.catalogue import PROJECTIONS
+    from projections.runner import RebuildInProgress
+
     if name is not None and name not in PROJECTIONS:
         fail(f"unknown projection {name!r}; known: {', '.join(PROJECTIONS)}")
     names = [name] if name else list(PROJECTIONS)

@@ -9,43 +9,37 @@ the running ``serve`` process picks the first wave up from the event store.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import json
 import os
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
-import structlog
 import typer
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from application.batches import RegisterBatch
-from domain.batch import CommandRejected
-from domain.policy import BatchPolicy
-from domain.values import BatchingMode, Essay
+from domain.values import BatchingMode
 from infrastructure.cli.app import app, fail
-from infrastructure.logging import configure_logging
-from infrastructure.messaging.validation import describe_validation_error
-from infrastructure.persistence.bootstrap import open_batch_application
-from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
-from infrastructure.settings import Settings
+from infrastructure.cli.errors import load_settings
 
-log = structlog.get_logger("cjledger.cli")
+if TYPE_CHECKING:
+    from domain.values import Essay
+    from infrastructure.settings import Settings
+
+__all__ = ["load_settings"]
 
 
-def load_settings() -> Settings:
-    try:
-        return Settings()
-    except ValidationError as error:
-        fail(f"invalid CJLEDGER_* setting: {describe_validation_error(error)}")
+def _log() -> Any:
+    import structlog
+
+    return structlog.get_logger("cjledger.cli")
 
 
 @app.command("serve")
 def serve() -> None:
     """Run CJ: the outcome consumer, the outbox dispatcher and the deadline sweeper."""
+    from infrastructure.logging import configure_logging
+
     settings = load_settings()
     configure_logging(json_logs=True, level=settings.log_level)
     _run_process("serve", settings)
@@ -54,6 +48,8 @@ def serve() -> None:
 @app.command("lps-worker")
 def lps_worker() -> None:
     """Run an LPS worker: execute comparison requests, publish one outcome per request."""
+    from infrastructure.logging import configure_logging
+
     settings = load_settings()
     configure_logging(json_logs=True, level=settings.log_level)
     _run_process("lps-worker", settings)
@@ -62,6 +58,9 @@ def lps_worker() -> None:
 def _run_process(name: str, settings: Settings) -> None:
     # imported here so that ``submit`` and the other commands start without the broker stack
     from infrastructure.lps.providers import UnknownProvider
+    from infrastructure.persistence.store import BadDatabaseUrl
+
+    log = _log()
 
     try:
         asyncio.run(_main(name, settings))
@@ -101,7 +100,7 @@ def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:
     stuck = [t.name for t in threading.enumerate() if t.is_alive() and not t.daemon]
     stuck = [name for name in stuck if name != threading.main_thread().name]
     if stuck:
-        log.warning("abandoning_threads", threads=stuck)
+        _log().warning("abandoning_threads", threads=stuck)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(0)
@@ -110,57 +109,16 @@ def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:
 # ---------------------------------------------------------------------- submit
 
 
-class EssayLine(BaseModel):
-    """One line of a submission file."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
-
-    essay_id: str = Field(min_length=1)
-    text: str = Field(min_length=1)
-    is_anchor: bool = False
-    known_grade: str | None = None
-
-
 def read_essays(path: Path) -> tuple[Essay, ...]:
-    """Essays from a JSON-lines file; the content hash is the SHA-256 of the text.
+    from infrastructure.cli.essay_file import read_essays as read
 
-    Texts are not stored: events carry ids and hashes only (see ``docs/messaging.md``).
-    """
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except FileNotFoundError:
-        fail(f"no such file: {path}")
-    except (OSError, UnicodeDecodeError) as error:
-        fail(f"cannot read {path}: {error}")
-    essays: list[Essay] = []
-    seen: set[str] = set()
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            data = json.loads(line)
-        except json.JSONDecodeError as error:
-            fail(f"{path}:{number}: not valid JSON ({error.msg})")
-        try:
-            row = EssayLine.model_validate(data)
-        except ValidationError as error:
-            fail(f"{path}:{number}: {describe_validation_error(error)}")
-        if row.essay_id in seen:
-            fail(f"{path}:{number}: essay id {row.essay_id!r} appears twice")
-        seen.add(row.essay_id)
-        digest = hashlib.sha256(row.text.encode("utf-8")).hexdigest()
-        essays.append(Essay(row.essay_id, f"sha256:{digest}", row.is_anchor, row.known_grade))
-    if not essays:
-        fail(f"{path}: no essays (one JSON object per line: essay_id, text)")
-    return tuple(essays)
+    return read(path)
 
 
 def default_ref(path: Path, essays: tuple[Essay, ...]) -> str:
-    """Same file contents, same reference: submitting a file twice starts one batch."""
-    digest = hashlib.sha256(
-        "\n".join(f"{e.essay_id}:{e.content_hash}" for e in essays).encode()
-    ).hexdigest()
-    return f"{path.stem}-{digest[:16]}"
+    from infrastructure.cli.essay_file import default_ref as ref
+
+    return ref(path, essays)
 
 
 @app.command("submit")
@@ -181,6 +139,13 @@ def submit(
     seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
 ) -> None:
     """Register and start a batch from FILE; print its id. Idempotent per reference."""
+    from application.batches import RegisterBatch
+    from domain.batch import CommandRejected
+    from domain.policy import BatchPolicy
+    from infrastructure.logging import configure_logging
+    from infrastructure.persistence.bootstrap import open_batch_application
+    from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
+
     settings = load_settings()
     configure_logging(json_logs=settings.log_json, level="WARNING")
     essays = read_essays(file)

@@ -26,7 +26,11 @@ from infrastructure.messaging.service import (
 )
 from infrastructure.messaging.topology import Topology
 from infrastructure.messaging.transport import MessagePublisher, RabbitRequestTransport
-from infrastructure.persistence.bootstrap import open_batch_application, retry_schema_race
+from infrastructure.persistence.bootstrap import (
+    ddl_lock,
+    open_batch_application,
+    retry_schema_race,
+)
 from infrastructure.persistence.positions import position_store_for
 from infrastructure.persistence.store import eventsourcing_env
 from infrastructure.settings import Settings
@@ -70,7 +74,8 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
     transport = RabbitRequestTransport(
         publisher, asyncio.get_running_loop(), timeout=settings.publish_timeout_seconds * 6
     )
-    positions = retry_schema_race(lambda: position_store_for(app))
+    with ddl_lock(env):
+        positions = retry_schema_race(lambda: position_store_for(app))
     dispatcher = OutboxDispatcher(app, transport, positions, name=DISPATCHER_NAME)
     dispatcher_loop = DispatcherLoop(
         dispatcher,
@@ -100,7 +105,8 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
     ]
     # Read models live in SQL tables; the in-memory store (tests) has none.
     if settings.serve_projections and not settings.database_url.startswith("memory"):
-        runner = retry_schema_race(lambda: ReadModelRunner(app))
+        with ddl_lock(env):
+            runner = retry_schema_race(lambda: ReadModelRunner(app))
         components.append(ProjectionComponent(runner))
     return ServeProcess(app, broker, topology, consumer, dispatcher_loop, components)
 

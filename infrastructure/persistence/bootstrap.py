@@ -1,22 +1,31 @@
 """Opening the stores safely when several processes start at once.
 
-Two processes creating tables in a fresh PostgreSQL database can race even with
-``CREATE ... IF NOT EXISTS`` (both see "missing", one fails on the catalogue's unique
-index). The loser simply tries again: by then the other has created everything.
+Two processes creating tables, schemas or functions in a fresh PostgreSQL database race
+even with ``IF NOT EXISTS`` / ``OR REPLACE`` (both see "missing", one fails on the
+catalogue's unique index or with ``tuple concurrently updated``). So every start-up DDL
+runs under ``ddl_lock``: one advisory lock per database, held on a connection of its own,
+so processes create their tables one after the other (each finds the others' work
+done). PostgreSQL releases the lock if the holder dies. ``retry_schema_race`` stays as a
+second line for DDL that other code runs outside the lock.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
 
 from application.batches import BatchApplication
-from infrastructure.persistence.store import ensure_schema
+from infrastructure.persistence.store import ensure_schema, libpq_environment, postgres_conninfo
+
+#: advisory lock key (``hashtext``) serialising start-up DDL in one database
+DDL_LOCK_KEY = "cjledger.ddl"
 
 T = TypeVar("T")
 log = structlog.get_logger("cjledger.persistence")
@@ -51,7 +60,35 @@ def retry_schema_race(create: Callable[[], T], attempts: int = 5) -> T:
     raise AssertionError("unreachable")
 
 
+@contextmanager
+def ddl_lock(env: dict[str, str]) -> Iterator[None]:
+    """Hold the database's start-up DDL lock (PostgreSQL only; a no-op elsewhere)."""
+    if not env.get("PERSISTENCE_MODULE", "").endswith("postgres"):
+        yield
+        return
+    import psycopg
+
+    with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
+        started = time.monotonic()
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (DDL_LOCK_KEY,))
+        waited = time.monotonic() - started
+        if waited > 1.0:
+            log.info("ddl_lock_waited", seconds=round(waited, 2))
+        try:
+            yield
+        finally:
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (DDL_LOCK_KEY,))
+
+
 def open_batch_application(env: dict[str, str], **kwargs: Any) -> BatchApplication:
-    """Create the configured PostgreSQL schema if needed, then open the application."""
-    retry_schema_race(lambda: ensure_schema(env))
-    return retry_schema_race(lambda: BatchApplication(env=env, **kwargs))
+    """Create the configured PostgreSQL schema and tables if needed (under ``ddl_lock``),
+    then open the application."""
+    export_libpq_environment(env)
+    with ddl_lock(env):
+        retry_schema_race(lambda: ensure_schema(env))
+        return retry_schema_race(lambda: BatchApplication(env=env, **kwargs))
+
+
+def export_libpq_environment(env: dict[str, str]) -> None:
+    """Give the library's pool the URL's other libpq options (sslmode, ...)."""
+    os.environ.update(libpq_environment(env))

@@ -25,19 +25,32 @@ class BadDatabaseUrl(ValueError):
     pass
 
 
-# URL query option -> eventsourcing environment key. Values are passed through unchanged
-# and checked by the library when the store is opened.
+# Query options that belong to cjledger and the library's pool, not to libpq; they are
+# taken out of the URL before libpq parses the rest. Values are checked by the library
+# when the store is opened.
 POSTGRES_OPTIONS = {
     "schema": "POSTGRES_SCHEMA",
     "pool_size": "POSTGRES_POOL_SIZE",
     "max_overflow": "POSTGRES_MAX_OVERFLOW",
     "max_waiting": "POSTGRES_MAX_WAITING",
-    "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
     "conn_max_age": "POSTGRES_CONN_MAX_AGE",
     "pre_ping": "POSTGRES_PRE_PING",
     "lock_timeout": "POSTGRES_LOCK_TIMEOUT",
     "idle_in_transaction_session_timeout": "POSTGRES_IDLE_IN_TRANSACTION_SESSION_TIMEOUT",
 }
+
+# libpq keywords the library's own settings carry; every other libpq option in the URL
+# (sslmode, sslrootcert, application_name, options, ...) is kept as ``PG_OPTION_<name>``
+# and reaches every connection (``libpq_environment``, ``postgres_conninfo``).
+LIBPQ_AS_LIBRARY_SETTING = {
+    "dbname": "POSTGRES_DBNAME",
+    "host": "POSTGRES_HOST",
+    "port": "POSTGRES_PORT",
+    "user": "POSTGRES_USER",
+    "password": "POSTGRES_PASSWORD",
+    "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
+}
+LIBPQ_OPTION_PREFIX = "PG_OPTION_"
 
 # Defaults for a URL that does not name them (the library's own are in brackets).
 POSTGRES_DEFAULTS = {
@@ -94,28 +107,75 @@ def _sqlite_env(database_url: str, netloc: str, path: str, query: str) -> dict[s
 
 def _postgres_env(database_url: str) -> dict[str, str]:
     url = urlparse(database_url)
-    dbname = unquote(url.path.removeprefix("/"))
+    ours = [
+        (k, v) for k, v in parse_qsl(url.query, keep_blank_values=True) if k in POSTGRES_OPTIONS
+    ]
+    libpq_query = "&".join(
+        part
+        for part in url.query.split("&")
+        if part and part.split("=", 1)[0] not in POSTGRES_OPTIONS
+    )
+    base = database_url.split("?", 1)[0]
+    libpq_url = f"{base}?{libpq_query}" if libpq_query else base
+    try:
+        parsed = psycopg.conninfo.conninfo_to_dict(libpq_url)
+    except psycopg.ProgrammingError as error:
+        raise BadDatabaseUrl(f"bad postgresql URL: {error}") from None
+    dbname = str(parsed.get("dbname") or "")
     if not dbname or "/" in dbname:
         raise BadDatabaseUrl(f"a postgresql URL must name one database: {database_url!r}")
-    try:
-        port = url.port or 5432
-    except ValueError:
-        raise BadDatabaseUrl(f"bad port in {database_url!r}") from None
+    port = str(parsed.get("port") or "5432")
+    if not port.isdigit():
+        raise BadDatabaseUrl(f"bad port in {database_url!r}")
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "POSTGRES_DBNAME": dbname,
-        "POSTGRES_HOST": url.hostname or "127.0.0.1",
-        "POSTGRES_PORT": str(port),
-        "POSTGRES_USER": unquote(url.username or "postgres"),
-        "POSTGRES_PASSWORD": unquote(url.password or ""),
+        "POSTGRES_HOST": str(parsed.get("host") or "127.0.0.1"),
+        "POSTGRES_PORT": port,
+        "POSTGRES_USER": str(parsed.get("user") or "postgres"),
+        "POSTGRES_PASSWORD": str(parsed.get("password") or ""),
         **POSTGRES_DEFAULTS,
     }
-    for key, value in parse_qsl(url.query, keep_blank_values=True):
-        if key not in POSTGRES_OPTIONS:
-            known = ", ".join(POSTGRES_OPTIONS)
-            raise BadDatabaseUrl(f"unknown postgresql URL option {key!r} (known: {known})")
+    for key, value in parsed.items():
+        if key in LIBPQ_AS_LIBRARY_SETTING:
+            if key == "connect_timeout":
+                env["POSTGRES_CONNECT_TIMEOUT"] = str(value)
+        elif value is not None:
+            env[f"{LIBPQ_OPTION_PREFIX}{key}"] = str(value)
+    for key, value in ours:
         env[POSTGRES_OPTIONS[key]] = value
     return env
+
+
+def libpq_options(env: dict[str, str]) -> dict[str, str]:
+    """The libpq options of the URL that the library has no setting for (sslmode, ...)."""
+    return {
+        key.removeprefix(LIBPQ_OPTION_PREFIX): value
+        for key, value in env.items()
+        if key.startswith(LIBPQ_OPTION_PREFIX)
+    }
+
+
+def libpq_environment(env: dict[str, str]) -> dict[str, str]:
+    """``PG*`` environment variables that carry ``libpq_options`` to every connection.
+
+    The library's connection pool passes only host, port, database, user and password;
+    libpq reads every other option from its documented environment variable, so the
+    process exports them before the pool connects. An option without one is refused.
+    """
+    envvars = {
+        opt.keyword.decode(): opt.envvar.decode()
+        for opt in psycopg.pq.Conninfo.get_defaults()
+        if opt.envvar
+    }
+    exported = {}
+    for key, value in libpq_options(env).items():
+        if key not in envvars:
+            raise BadDatabaseUrl(
+                f"postgresql URL option {key!r} cannot be passed to the event store's pool"
+            )
+        exported[envvars[key]] = value
+    return exported
 
 
 def postgres_conninfo(env: dict[str, str], connect_timeout: int | None = None) -> str:
@@ -128,6 +188,7 @@ def postgres_conninfo(env: dict[str, str], connect_timeout: int | None = None) -
         user=env["POSTGRES_USER"],
         password=env.get("POSTGRES_PASSWORD") or None,
         connect_timeout=timeout,
+        **libpq_options(env),
     )
 
 

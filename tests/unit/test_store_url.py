@@ -10,6 +10,7 @@ from infrastructure.persistence.store import (
     POSTGRES_DEFAULTS,
     BadDatabaseUrl,
     eventsourcing_env,
+    libpq_environment,
     postgres_conninfo,
 )
 
@@ -34,6 +35,15 @@ POSTGRES_CASES = [
             "POSTGRES_PORT": "6543",
             "POSTGRES_USER": "cj",
             "POSTGRES_PASSWORD": "s@cret/1",
+        },
+    ),
+    (
+        "postgresql://127.0.0.1/cj?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=cj",
+        {
+            "POSTGRES_DBNAME": "cj",
+            "PG_OPTION_sslmode": "verify-full",
+            "PG_OPTION_sslrootcert": "/etc/ca.pem",
+            "PG_OPTION_application_name": "cj",
         },
     ),
     (
@@ -111,7 +121,7 @@ def test_a_memory_url_keeps_events_in_python_objects() -> None:
         ("postgresql://127.0.0.1:5432", "must name one database"),
         ("postgresql://127.0.0.1/a/b", "must name one database"),
         ("postgresql://127.0.0.1:port/cj", "bad port"),
-        ("postgresql://127.0.0.1/cj?poolsize=3", "unknown postgresql URL option 'poolsize'"),
+        ("postgresql://127.0.0.1/cj?poolsize=3", 'invalid URI query parameter: "poolsize"'),
         ("sqlite://host/events.db", "has no host"),
         ("sqlite:///", "must name a file"),
         ("sqlite:///events.db?mode=ro", "only a sqlite file: URI takes options"),
@@ -135,3 +145,20 @@ def test_the_conninfo_reaches_the_server_the_url_names() -> None:
         "password": "pw",
         "connect_timeout": "4",
     }
+
+
+def test_every_libpq_option_of_the_url_reaches_each_connection() -> None:
+    env = eventsourcing_env(
+        "postgresql://cj@db/ledger?sslmode=require&sslrootcert=/ca.pem&keepalives_idle=5"
+        "&schema=s1&pool_size=2"
+    )
+    info = dict(part.split("=", 1) for part in postgres_conninfo(env).split())
+    assert info["sslmode"] == "require"
+    assert info["sslrootcert"] == "/ca.pem"
+    assert info["keepalives_idle"] == "5"
+    assert "schema" not in info and "pool_size" not in info
+    # keepalives_idle has no PG* variable: the library's pool could not pass it on
+    with pytest.raises(BadDatabaseUrl, match="keepalives_idle"):
+        libpq_environment(env)
+    exported = libpq_environment(eventsourcing_env("postgresql://db/l?sslmode=require"))
+    assert exported == {"PGSSLMODE": "require"}
