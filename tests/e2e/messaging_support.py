@@ -192,7 +192,7 @@ class ServiceProcess:
     def events(self, name: str) -> list[dict[str, Any]]:
         return [line for line in self.log_lines if line.get("event") == name]
 
-    def wait_started(self, timeout: float = 30.0) -> None:
+    def wait_started(self, timeout: float = 90.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.events("service_started"):
