@@ -19,12 +19,12 @@ identically.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from numpy.typing import NDArray
 
-from domain.bradley_terry import centred_covariance, fit
+from domain.bradley_terry import fit, standard_errors
 from domain.values import EssayScore, ScoringResult
 
 DEFAULT_RIDGE = 0.01
@@ -49,6 +49,9 @@ def fit_bradley_terry(
     essay_ids: Sequence[str],
     results: Sequence[tuple[str, str]],
     ridge: float = DEFAULT_RIDGE,
+    *,
+    initial: Mapping[str, float] | None = None,
+    with_standard_errors: bool = True,
 ) -> ScoringResult:
     """Score ``essay_ids`` from ``(winner_id, loser_id)`` results of successful comparisons.
 
@@ -67,7 +70,15 @@ def fit_bradley_terry(
     by convention, so we report the covariance of the centred scores, ``P·H⁻¹·P`` with
     ``P = I - 11ᵀ/n``: the constrained covariance (the pseudo-inverse of ``H`` restricted
     to sum-zero scores). With no results at all it is ``P/(2·ridge)``, finite thanks to the
-    ridge; a lone essay scores exactly 0 with SE 0.
+    ridge; a lone essay scores exactly 0 with SE 0. Above ``DENSE_COVARIANCE_UP_TO``
+    essays the SEs use each essay's own information only (see
+    ``domain.bradley_terry.standard_errors``).
+
+    ``initial`` (scores by essay id, e.g. the previous wave's) warm-starts the solver; the
+    optimum is unique, so it changes how fast the fit gets there, never where. With
+    ``with_standard_errors=False`` the SEs are skipped — they cost far more than the
+    scores on a large batch — and every ``se`` is NaN and ``reliability`` is ``None``:
+    the continuation rules read scores only; finalization asks for SEs.
 
     ``scores`` come back best first. Ranks run from 1 with ties broken by essay id, and
     ``comparisons`` counts the successful comparisons each essay took part in.
@@ -84,9 +95,13 @@ def fit_bradley_terry(
     winners, losers = _index_results(ids, results)
 
     n = len(ids)
-    theta = fit(n, winners, losers, ridge)
-    covariance = centred_covariance(n, winners, losers, theta, ridge)
-    ses = np.sqrt(np.clip(np.diag(covariance), 0.0, None))
+    start = None if initial is None else np.array([initial.get(i, 0.0) for i in ids])
+    theta = fit(n, winners, losers, ridge, start)
+    if with_standard_errors:
+        ses = standard_errors(n, winners, losers, theta, ridge)
+        reliability = scale_separation_reliability(theta, ses)
+    else:
+        ses, reliability = np.full(n, np.nan), None
     comparisons = np.bincount(winners, minlength=n) + np.bincount(losers, minlength=n)
 
     order = sorted(range(n), key=lambda i: (-round(float(theta[i]), _TIE_DECIMALS), ids[i]))
@@ -100,7 +115,7 @@ def fit_bradley_terry(
         )
         for rank, i in enumerate(order, start=1)
     )
-    return ScoringResult(scores=scores, reliability=scale_separation_reliability(theta, ses))
+    return ScoringResult(scores=scores, reliability=reliability)
 
 
 def scale_separation_reliability(

@@ -62,8 +62,16 @@ def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime
     _request_wave(batch, GenerationMode.COVERAGE, {}, now)
 
 
-def current_scores(batch: CJBatch) -> ScoringResult:
-    return fit_bradley_terry([e.essay_id for e in batch.essays], batch.successful_results())
+def current_scores(batch: CJBatch, *, with_standard_errors: bool = True) -> ScoringResult:
+    """A Bradley-Terry fit of the batch's successes, warm-started from the last decision's
+    scores. Standard errors cost far more than scores on a large batch, so the continuation
+    asks for them only when it finalizes (or when a rule reads them)."""
+    return fit_bradley_terry(
+        [e.essay_id for e in batch.essays],
+        batch.successful_results(),
+        initial=batch.last_scores,
+        with_standard_errors=with_standard_errors,
+    )
 
 
 def build_context(batch: CJBatch, scores: ScoringResult) -> ContinuationContext:
@@ -93,7 +101,7 @@ def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None
     if not batch.wave_is_closed:
         return None
     assert batch.mode is not None
-    scores = current_scores(batch)
+    scores = current_scores(batch, with_standard_errors=False)
     ctx = build_context(batch, scores)
     raw = decide(ctx, batch.policy)
     if raw.kind is DecisionKind.WAIT:
@@ -108,6 +116,8 @@ def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None
 
     batch.record_decision(guarded, ctx)
     final = guarded.final
+    if final.kind in (DecisionKind.FINALIZE_SCORING, DecisionKind.FINALIZE_FAILURE):
+        scores = current_scores(batch)  # with standard errors, from the scores just decided
     if final.kind is DecisionKind.FINALIZE_SCORING:
         batch.finalize(FinalStatus.SCORED, scores.scores, scores.reliability)
     elif final.kind is DecisionKind.FINALIZE_FAILURE:

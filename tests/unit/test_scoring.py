@@ -14,6 +14,7 @@ from choix.opt import PairwiseFcts
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from domain import bradley_terry
 from domain.scoring import (
     DEFAULT_RIDGE,
     MIN_RIDGE,
@@ -387,3 +388,71 @@ def test_tiny_ridge_with_an_unbeaten_essay_still_converges() -> None:
     result = fit_bradley_terry(["e0", "e1", "e2", "e3", "e4"], results, ridge=1e-10)
     assert result.scores[0].essay_id == "e2"
     assert abs(sum(s.score for s in result.scores)) < 1e-9
+
+
+# --- large batches: sparse solves, warm starts, standard errors on demand --------------------
+
+
+def test_sparse_solver_above_a_few_hundred_essays_agrees_with_choix() -> None:
+    n = bradley_terry.SPARSE_ABOVE + 100
+    ids, data = simulate(11, n, 20 * n)
+    ours = scores_in_id_order(fit_bradley_terry(ids, named(ids, data)), ids)
+    reference = choix.opt_pairwise(n, data, alpha=DEFAULT_RIDGE, tol=1e-10)
+    np.testing.assert_allclose(ours, reference - reference.mean(), rtol=0, atol=1e-6)
+
+
+def test_sparse_solver_handles_a_disconnected_network_with_a_tiny_ridge() -> None:
+    n = 2 * (bradley_terry.SPARSE_ABOVE // 2) + 50  # even: every essay on an island
+    ids, _ = simulate(12, n, 0)
+    data = [(i, i + 1) for i in range(0, n - 1, 2)]  # one comparison per essay: n/2 islands
+    ridge = 1e-6
+    ours = scores_in_id_order(fit_bradley_terry(ids, named(ids, data), ridge=ridge), ids)
+    # Each island (winner +x, loser -x) minimises log(1 + e^(-2x)) + 2·ridge·x², whose
+    # derivative -2/(1 + e^(2x)) + 4·ridge·x is increasing in x: bisect for its root.
+    low, high = 0.0, 50.0
+    for _ in range(200):
+        middle = (low + high) / 2
+        if -2.0 / (1.0 + math.exp(2.0 * middle)) + 4.0 * ridge * middle < 0:
+            low = middle
+        else:
+            high = middle
+    expected = np.array([low if i % 2 == 0 else -low for i in range(n)])
+    np.testing.assert_allclose(ours, expected, rtol=0, atol=1e-7)
+
+
+@pytest.mark.parametrize(("n_essays", "n_comparisons"), [(40, 600), (500, 6000)])
+def test_a_warm_start_reaches_the_same_optimum(n_essays: int, n_comparisons: int) -> None:
+    ids, data = simulate(13, n_essays, n_comparisons)
+    cold = fit_bradley_terry(ids, named(ids, data))
+    earlier = fit_bradley_terry(ids, named(ids, data[: n_comparisons // 2])).score_map()
+    far_off = {essay: 5.0 * (-1) ** i for i, essay in enumerate(ids)}
+    for start in (earlier, far_off, cold.score_map()):
+        warm = fit_bradley_terry(ids, named(ids, data), initial=start)
+        np.testing.assert_allclose(
+            scores_in_id_order(warm, ids), scores_in_id_order(cold, ids), rtol=0, atol=1e-9
+        )
+        assert [s.essay_id for s in warm.scores] == [s.essay_id for s in cold.scores]
+
+
+def test_scores_without_standard_errors_are_the_same_scores() -> None:
+    ids, data = simulate(14, 30, 300)
+    full = fit_bradley_terry(ids, named(ids, data))
+    bare = fit_bradley_terry(ids, named(ids, data), with_standard_errors=False)
+    assert [(s.essay_id, s.score, s.rank) for s in bare.scores] == [
+        (s.essay_id, s.score, s.rank) for s in full.scores
+    ]
+    assert all(math.isnan(s.se) for s in bare.scores)
+    assert bare.reliability is None
+    assert full.reliability is not None
+
+
+def test_above_the_dense_limit_standard_errors_come_from_each_essays_information(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    ids, data = simulate(15, 400, 6000)
+    exact = ses_in_id_order(fit_bradley_terry(ids, named(ids, data)), ids)
+    monkeypatch.setattr(bradley_terry, "DENSE_COVARIANCE_UP_TO", 100)
+    approximate = ses_in_id_order(fit_bradley_terry(ids, named(ids, data)), ids)
+    assert np.all(approximate <= 1.01 * exact)
+    assert np.all(approximate >= 0.75 * exact)
+    assert np.median(approximate / exact) > 0.95
