@@ -9,10 +9,11 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from domain.values import Essay
 from infrastructure.cli.app import fail
+from infrastructure.edge_types import Document, Identifier, Name
 from infrastructure.messaging.validation import describe_validation_error
 
 
@@ -21,10 +22,10 @@ class EssayLine(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    essay_id: str = Field(min_length=1)
-    text: str = Field(min_length=1)
+    essay_id: Identifier
+    text: Document
     is_anchor: bool = False
-    known_grade: str | None = None
+    known_grade: Name | None = None
 
 
 def read_essays(path: Path) -> tuple[Essay, ...]:

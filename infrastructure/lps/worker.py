@@ -34,7 +34,11 @@ from application.lps import QueuedRequestExecutor
 from domain.backoff import Backoff
 from domain.lps import MAX_BUNDLE_SIZE, QueuedRequest, QueueProcessingMode, bundle_limit
 from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
-from infrastructure.messaging.dead_letters import DeadLetterSink, Delivery
+from infrastructure.messaging.dead_letters import (
+    DeadLetterSink,
+    Delivery,
+    UnpublishableDeadLetter,
+)
 from infrastructure.messaging.validation import describe_validation_error
 
 log = structlog.get_logger("cjledger.lps_worker")
@@ -296,6 +300,11 @@ class LpsWorker:
         )
         try:
             await self.dead_letters.send(delivery, code, reason)
+        except UnpublishableDeadLetter as error:
+            log.warning("request_rejected_to_broker_dead_letters", error=str(error))
+            self.stats.dead_lettered += 1
+            await delivery.reject(requeue=False)
+            return
         except Exception as error:
             log.error("dead_letter_not_confirmed", error=f"{type(error).__name__}: {error}")
             await self._requeue_later(delivery)

@@ -10,6 +10,7 @@ one that knows both CJ's and LPS's types; the two vocabularies meet here (e.g.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Literal, Self
@@ -19,8 +20,6 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    NonNegativeFloat,
-    NonNegativeInt,
     field_validator,
     model_validator,
 )
@@ -41,6 +40,15 @@ from domain.values import (
     FailureDetails,
     FailureSource,
     SuccessDetails,
+)
+from infrastructure.edge_types import (
+    Count,
+    FiniteNonNegative,
+    Identifier,
+    Message,
+    Name,
+    OptionalName,
+    Text,
 )
 
 _QUEUE_MODE_BY_BATCHING_MODE = {
@@ -63,20 +71,30 @@ class ComparisonRequestV1(_Contract):
     """CJ → LPS: execute one comparison."""
 
     schema_version: Literal[1] = 1
-    comparison_id: str = Field(min_length=1)
-    batch_id: str = Field(min_length=1)
-    wave_number: NonNegativeInt
-    essay_a: str = Field(min_length=1)
-    essay_b: str = Field(min_length=1)
-    provider: str = Field(min_length=1)
-    model: str = Field(min_length=1)
+    comparison_id: Identifier
+    batch_id: Identifier
+    wave_number: Count
+    essay_a: Identifier
+    essay_b: Identifier
+    provider: Name
+    model: Name
     batching_mode: BatchingMode | None = None
     # deliberately any int: LPS ignores a hint outside 1..64 rather than reject the request
     preferred_bundle_size: int | None = None
     requested_at: AwareDatetime
     deadline_at: AwareDatetime
-    correlation_id: str = Field(min_length=1)
-    overrides: dict[str, OverrideValue] | None = None
+    correlation_id: Identifier
+    overrides: dict[Name, OverrideValue] | None = None
+
+    @field_validator("overrides")
+    @classmethod
+    def _finite_overrides(
+        cls, value: dict[str, OverrideValue] | None
+    ) -> dict[str, OverrideValue] | None:
+        for key, item in (value or {}).items():
+            if isinstance(item, float) and not math.isfinite(item):
+                raise ValueError(f"override {key!r} must be a finite number")
+        return value
 
     @model_validator(mode="after")
     def _essays_differ(self) -> Self:
@@ -126,14 +144,14 @@ class ComparisonRequestV1(_Contract):
 
 
 class OutcomeErrorV1(_Contract):
-    code: str = Field(min_length=1)
-    message: str
+    code: Name
+    message: Message
     retryable: bool
 
 
 class TokenUsageV1(_Contract):
-    prompt_tokens: NonNegativeInt = 0
-    completion_tokens: NonNegativeInt = 0
+    prompt_tokens: Count = 0
+    completion_tokens: Count = 0
 
 
 class ComparisonOutcomeV1(_Contract):
@@ -145,20 +163,20 @@ class ComparisonOutcomeV1(_Contract):
     """
 
     schema_version: Literal[1] = 1
-    request_id: str = Field(min_length=1)
-    batch_id: str = Field(min_length=1)
-    comparison_id: str = Field(min_length=1)
-    correlation_id: str = Field(min_length=1)
+    request_id: Identifier
+    batch_id: Identifier
+    comparison_id: Identifier
+    correlation_id: Identifier
     status: Literal["success", "failure"]
-    winner_essay_id: str | None = None
+    winner_essay_id: Identifier | None = None
     error: OutcomeErrorV1 | None = None
     confidence: int | None = Field(default=None, ge=1, le=5)
-    justification: str = ""
-    provider: str
-    model: str
+    justification: Text = ""
+    provider: OptionalName
+    model: OptionalName
     usage: TokenUsageV1 = TokenUsageV1()
-    cost_usd: NonNegativeFloat = 0.0
-    latency_ms: NonNegativeFloat = 0.0
+    cost_usd: FiniteNonNegative = 0.0
+    latency_ms: FiniteNonNegative = 0.0
     queue_processing_mode: QueueProcessingMode
 
     @field_validator("justification")

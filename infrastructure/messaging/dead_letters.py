@@ -7,6 +7,13 @@ the original. A crash in between leaves a duplicate in the dead-letter queue, ne
 lost message. Messages RabbitMQ dead-letters by itself (a ``reject``) reach the same queue
 through the work queue's ``x-dead-letter-exchange`` argument; those carry ``x-death``
 instead of our headers.
+
+Headers are copied as far as AMQP can carry them again: a header that arrived as a
+string that is not UTF-8 (the client library hands it over as ``bytes``, which it then
+cannot send) is re-encoded with backslash escapes, and the dead letter is marked
+``x-cjledger-headers-sanitised``. If a message still cannot be republished, the consumer
+rejects it once (``UnpublishableDeadLetter``) and RabbitMQ dead-letters it itself — a
+refused message is never retried in a loop.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ CODE_HEADER = "x-cjledger-code"
 REASON_HEADER = "x-cjledger-reason"
 SOURCE_QUEUE_HEADER = "x-cjledger-source-queue"
 DEAD_LETTERED_AT_HEADER = "x-cjledger-dead-lettered-at"
+SANITISED_HEADER = "x-cjledger-headers-sanitised"
 
 REASON_MAX_CHARS = 2000
 
@@ -47,6 +55,35 @@ class Delivery(Protocol):
 
     async def nack(self, multiple: bool = False, requeue: bool = True) -> None: ...
 
+    async def reject(self, requeue: bool = False) -> None: ...
+
+
+class UnpublishableDeadLetter(Exception):
+    """The message cannot be published again as it is (the broker never saw it fail):
+    the consumer rejects it and RabbitMQ dead-letters it through the queue's DLX."""
+
+
+def sanitise_header_value(value: Any) -> tuple[Any, bool]:
+    """``value`` in a form AMQP can send, and whether anything had to change."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", errors="backslashreplace"), True
+    if isinstance(value, dict):
+        changed = False
+        table = {}
+        for key, item in value.items():
+            table[key], item_changed = sanitise_header_value(item)
+            changed |= item_changed
+        return table, changed
+    if isinstance(value, list | tuple):
+        items = [sanitise_header_value(item) for item in value]
+        return [item for item, _ in items], any(c for _, c in items)
+    return value, False
+
+
+def sanitised_headers(headers: Mapping[str, Any]) -> tuple[dict[str, Any], bool]:
+    table, changed = sanitise_header_value(dict(headers))
+    return table, changed
+
 
 class DeadLetterSink(Protocol):
     async def send(self, delivery: Delivery, code: str, reason: str) -> None:
@@ -66,11 +103,15 @@ class RabbitDeadLetters:
         self.timeout = timeout
 
     async def send(self, delivery: Delivery, code: str, reason: str) -> None:
-        headers = {
-            key: value
-            for key, value in delivery.headers.items()
-            if not key.startswith("x-cjledger-") and key != "x-death"
-        }
+        headers, sanitised = sanitised_headers(
+            {
+                key: value
+                for key, value in delivery.headers.items()
+                if not key.startswith("x-cjledger-") and key != "x-death"
+            }
+        )
+        if sanitised:
+            headers[SANITISED_HEADER] = True
         headers.update(
             {
                 CODE_HEADER: code,
@@ -79,6 +120,12 @@ class RabbitDeadLetters:
                 DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
             }
         )
+        try:
+            await self._publish(delivery, headers)
+        except (TypeError, ValueError, UnicodeError) as error:
+            raise UnpublishableDeadLetter(f"{type(error).__name__}: {error}") from error
+
+    async def _publish(self, delivery: Delivery, headers: dict[str, Any]) -> None:
         await self.broker.publish(
             delivery.body,
             exchange=self.topology.dead_letter_exchange,

@@ -42,7 +42,11 @@ from application.batches import ConcurrencyExhausted, RecordResult, RecordStatus
 from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
 from infrastructure.messaging.contracts import ComparisonOutcomeV1
-from infrastructure.messaging.dead_letters import DeadLetterSink, Delivery
+from infrastructure.messaging.dead_letters import (
+    DeadLetterSink,
+    Delivery,
+    UnpublishableDeadLetter,
+)
 from infrastructure.messaging.validation import describe_validation_error
 
 log = structlog.get_logger("cjledger.outcomes")
@@ -336,6 +340,11 @@ class OutcomeConsumer:
         )
         try:
             await self.dead_letters.send(delivery, code, reason)
+        except UnpublishableDeadLetter as error:
+            log.warning("outcome_rejected_to_broker_dead_letters", error=str(error), **ids)
+            self.stats.dead_lettered += 1
+            await delivery.reject(requeue=False)
+            return
         except Exception as error:
             log.error(
                 "dead_letter_not_confirmed",

@@ -29,6 +29,7 @@ class FakeDelivery:
     correlation_id: str = "c-1"
     acked: int = 0
     requeued: int = 0
+    rejected: int = 0
 
     async def ack(self) -> None:
         self.acked += 1
@@ -37,9 +38,13 @@ class FakeDelivery:
         assert requeue, "nothing in cjledger drops a message with a plain nack"
         self.requeued += 1
 
+    async def reject(self, requeue: bool = False) -> None:
+        assert not requeue, "a reject hands the message to the broker's dead letters"
+        self.rejected += 1
+
     @property
     def settled(self) -> bool:
-        return self.acked + self.requeued > 0
+        return self.acked + self.requeued + self.rejected > 0
 
 
 @dataclass
