@@ -274,6 +274,30 @@ def open_store(database_url: str) -> BatchApplication:
     return BatchApplication(env=eventsourcing_env(database_url))
 
 
+def valid_outcome(database_url: str, batch_id: UUID) -> dict[str, Any]:
+    """A well-formed success outcome (as JSON data) for the batch's first comparison."""
+    from infrastructure.messaging.contracts import ComparisonOutcomeV1
+
+    app = open_store(database_url)
+    try:
+        batch = app.get_batch(batch_id)
+    finally:
+        app.close()
+    comparison_id, record = next(iter(batch.comparisons.items()))
+    return ComparisonOutcomeV1(
+        request_id=comparison_id,
+        batch_id=str(batch_id),
+        comparison_id=comparison_id,
+        correlation_id=f"{batch_id}/wave-1",
+        status="success",
+        winner_essay_id=record.pair.essay_a,
+        confidence=3,
+        provider="simulated",
+        model="simulated-judge-1",
+        queue_processing_mode="serial_bundle",
+    ).model_dump(mode="json")
+
+
 def write_essays(path: Path, count: int) -> Path:
     path.write_text(
         "".join(

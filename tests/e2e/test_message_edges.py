@@ -24,7 +24,7 @@ import pytest
 
 from domain.batch import CJBatch
 from infrastructure.cli.main import main as cli
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import ComparisonRequestV1
 from infrastructure.messaging.dead_letters import CODE_HEADER, REASON_HEADER, SANITISED_HEADER
 from infrastructure.messaging.topology import OUTCOME_ROUTING_KEY, REQUEST_ROUTING_KEY, Topology
 from tests.e2e.messaging_support import (
@@ -38,6 +38,7 @@ from tests.e2e.messaging_support import (
     open_store,
     service_env,
     take_all,
+    valid_outcome,
     wait_until_finalized,
     write_essays,
 )
@@ -105,27 +106,6 @@ def submit_file(path: Path, *args: str) -> UUID:
         cli(["submit", str(path), *args])
     assert done.value.code in (0, None), out.getvalue()
     return UUID(out.getvalue().strip())
-
-
-def valid_outcome(database_url: str, batch_id: UUID) -> dict[str, Any]:
-    app = open_store(database_url)
-    try:
-        batch = app.get_batch(batch_id)
-    finally:
-        app.close()
-    comparison_id, record = next(iter(batch.comparisons.items()))
-    return ComparisonOutcomeV1(
-        request_id=comparison_id,
-        batch_id=str(batch_id),
-        comparison_id=comparison_id,
-        correlation_id=f"{batch_id}/wave-1",
-        status="success",
-        winner_essay_id=record.pair.essay_a,
-        confidence=3,
-        provider="simulated",
-        model="simulated-judge-1",
-        queue_processing_mode="serial_bundle",
-    ).model_dump(mode="json")
 
 
 def poisoned_outcomes(valid: dict[str, Any]) -> dict[str, bytes]:

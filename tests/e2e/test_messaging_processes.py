@@ -42,6 +42,7 @@ from tests.e2e.messaging_support import (
     publish_raw,
     service_env,
     take_all,
+    valid_outcome,
     wait_until_finalized,
     write_essays,
 )
@@ -236,22 +237,7 @@ def test_malformed_and_unknown_outcomes_are_dead_lettered_and_the_batch_still_fi
     serve = run.services.serve()
     serve.wait_started()
     batch_id = run.submit(8, "--budget", "16")  # no worker yet: the first wave waits
-    app = open_store(run.database_url)
-    batch = app.get_batch(batch_id)
-    app.close()
-    comparison_id, record = next(iter(batch.comparisons.items()))
-    valid = ComparisonOutcomeV1(
-        request_id=comparison_id,
-        batch_id=str(batch_id),
-        comparison_id=comparison_id,
-        correlation_id=f"{batch_id}/wave-1",
-        status="success",
-        winner_essay_id=record.pair.essay_a,
-        confidence=3,
-        provider="simulated",
-        model="simulated-judge-1",
-        queue_processing_mode="serial_bundle",
-    ).model_dump(mode="json")
+    valid = valid_outcome(run.database_url, batch_id)
     bad = {
         "malformed_json": b'{"status": "success",',
         "schema_violation": json.dumps({**valid, "confidence": 11}).encode(),
