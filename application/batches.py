@@ -22,11 +22,12 @@ from uuid import UUID
 import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
-from eventsourcing.persistence import IntegrityError, JSONTranscoder, Recording
+from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
 from eventsourcing.utils import get_topic
 
 from application.notification_log import scan_log
 from application.serialization import TupleRestoringMapper, register_value_types
+from application.snapshot_store import SNAPSHOTS_KEPT, SnapshotCompressor, prune_snapshots
 from domain import workflow
 from domain.batch import BatchPhase, CJBatch, ComparisonRecord, OutcomeRejected, WaveRecord
 from domain.continuation import LEGACY_CONTEXT_FIELDS, ContinuationContext, DecisionKind
@@ -173,7 +174,9 @@ class BatchApplication(Application[UUID]):
     * **Snapshots** (env ``SNAPSHOT_INTERVAL``; ``IS_SNAPSHOTTING_ENABLED=no`` turns them
       off). When a save moves a batch across a multiple of the interval, the batch just
       saved is stored as a snapshot. A process that has not cached a batch loads the latest
-      snapshot and the events after it. The library's own ``snapshotting_intervals`` would
+      snapshot and the events after it. Snapshots are compressed and only the latest
+      ``SNAPSHOTS_KEPT`` of a batch are kept (``application.snapshot_store``).
+      The library's own ``snapshotting_intervals`` would
       rebuild the batch from the store a second time for each snapshot, and would fail the
       command if the snapshot could not be written after its events were.
     """
@@ -228,14 +231,30 @@ class BatchApplication(Application[UUID]):
                     self._store_snapshot(batch)
         return recordings
 
+    def construct_snapshot_store(self) -> EventStore[UUID]:
+        """Snapshots get a mapper of their own that compresses (see ``snapshot_store``)."""
+        return self.factory.event_store(
+            mapper=type(self.mapper)(
+                transcoder=self.mapper.transcoder,
+                compressor=SnapshotCompressor(),
+                cipher=self.mapper.cipher,
+            ),
+            recorder=self.factory.aggregate_recorder(purpose="snapshots"),
+        )
+
     def _store_snapshot(self, batch: CJBatch) -> None:
         assert self.snapshots is not None
         try:
             self.snapshots.put([CJBatch.Snapshot.take(batch)])
         except IntegrityError:
-            pass  # this very version was snapshotted already (by hand, or by another process)
+            return  # this very version was snapshotted already (by hand, or by another process)
         except Exception as error:  # the events are stored; a missing snapshot only costs time
             log.warning("snapshot_failed", batch_id=str(batch.id), error=str(error))
+            return
+        try:
+            prune_snapshots(self.snapshots.recorder, batch.id, SNAPSHOTS_KEPT)
+        except Exception as error:  # an old snapshot left behind only costs space
+            log.warning("snapshot_prune_failed", batch_id=str(batch.id), error=str(error))
 
     # ------------------------------------------------------------------ commands
 

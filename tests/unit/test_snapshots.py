@@ -7,6 +7,7 @@ application with neither snapshots nor a cache: the batch is folded from event 1
 from __future__ import annotations
 
 import threading
+import zlib
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -16,6 +17,7 @@ from eventsourcing.persistence import IntegrityError
 
 from application.batches import BatchApplication, ConcurrencyExhausted, RegisterBatch
 from application.dispatcher import InMemoryPositionStore, OutboxDispatcher
+from application.snapshot_store import SNAPSHOTS_KEPT
 from domain import workflow
 from domain.batch import CJBatch
 from domain.policy import BatchPolicy
@@ -63,6 +65,20 @@ def one_wave(app: BatchApplication, ref: str, n: int, cap: int) -> UUID:
     )
 
 
+def count_snapshots_taken(app: BatchApplication) -> list[int]:
+    """The versions of every snapshot the application stores from now on."""
+    assert app.snapshots is not None
+    taken: list[int] = []
+    original = app.snapshots.put
+
+    def counting(events: Any, **kwargs: Any) -> Any:
+        taken.extend(event.originator_version for event in events)
+        return original(events, **kwargs)
+
+    app.snapshots.put = counting  # type: ignore[method-assign]
+    return taken
+
+
 def snapshot_versions(app: BatchApplication, batch_id: UUID) -> list[int]:
     assert app.snapshots is not None
     return [s.originator_version for s in app.snapshots.get(batch_id)]
@@ -77,7 +93,8 @@ def test_a_batch_restored_from_a_snapshot_equals_the_replayed_batch_at_every_ver
     writer = open_app({"SNAPSHOT_INTERVAL": "5"})
     batch_id = run_batch(writer, n=9, failure_rate=0.2)
     head = writer.get_batch(batch_id).version
-    assert len(snapshot_versions(writer, batch_id)) >= 10
+    kept = snapshot_versions(writer, batch_id)
+    assert len(kept) == SNAPSHOTS_KEPT and max(kept) > head - 5  # older ones pruned
 
     from_snapshots = open_app(NO_CACHE)
     replayed = open_app(REPLAY_ONLY)
@@ -94,7 +111,7 @@ def test_the_snapshot_row_names_the_tuple_fields_it_restores(open_app: Any) -> N
     batch_id = one_wave(app, "tuples", n=4, cap=6)
     assert app.snapshots is not None
     (row,) = app.snapshots.recorder.select_events(batch_id, desc=True, limit=1)
-    stored = app.mapper.transcoder.decode(row.state)
+    stored = app.mapper.transcoder.decode(zlib.decompress(row.state))
     assert stored["state_tuple_fields"] == ["essays", "final_scores"]
     restored = open_app(NO_CACHE).get_batch(batch_id)
     assert isinstance(restored.essays, tuple)
@@ -136,8 +153,9 @@ def test_a_batch_run_from_snapshots_records_exactly_what_a_replayed_batch_record
     restores the batch from a snapshot; the reference run replays every command from event
     1. Same judge, same clock: the logs must be identical but for wall-clock timestamps."""
     from_snapshots = open_app({**NO_CACHE, "SNAPSHOT_INTERVAL": "3"}, clock=StepClock())
+    taken = count_snapshots_taken(from_snapshots)
     batch_id = drive(from_snapshots, "restored")
-    assert len(snapshot_versions(from_snapshots, batch_id)) > 10
+    assert len(taken) > 10
 
     reference_env = {**eventsourcing_env(f"sqlite:///{tmp_path / 'ref.db'}"), **REPLAY_ONLY}
     with BatchApplication(env=reference_env, clock=StepClock()) as reference:
@@ -176,10 +194,11 @@ def test_a_snapshot_is_taken_by_each_save_that_crosses_a_multiple_of_the_interva
     open_app: Any,
 ) -> None:
     app = open_app({"SNAPSHOT_INTERVAL": "10"}, clock=StepClock())
+    taken = count_snapshots_taken(app)
     batch_id = drive(app, "crossing")  # one outcome per save: a save spans at most 3 events
     head = app.get_batch(batch_id).version
-    versions = snapshot_versions(app, batch_id)
-    assert [v // 10 for v in versions] == list(range(1, head // 10 + 1))
+    assert [v // 10 for v in taken] == list(range(1, head // 10 + 1))
+    assert snapshot_versions(app, batch_id) == taken[-SNAPSHOTS_KEPT:]
 
 
 def test_snapshots_can_be_switched_off(open_app: Any) -> None:
@@ -204,19 +223,60 @@ def test_a_snapshot_that_cannot_be_written_never_fails_the_command(
     assert open_app(REPLAY_ONLY).get_batch(batch_id).successes == 1
 
 
+# --------------------------------------------------------------------------- size and retention
+
+
+def test_snapshots_are_stored_compressed_and_only_the_latest_are_kept(open_app: Any) -> None:
+    app = open_app({"SNAPSHOT_INTERVAL": "4"})
+    batch_id = one_wave(app, "compressed", n=12, cap=40)
+    for pair in open_pairs(app, batch_id)[:30]:
+        app.record_outcome(batch_id, win(pair))
+    assert app.snapshots is not None
+    rows = app.snapshots.recorder.select_events(batch_id)
+    assert [row.originator_version for row in rows] == [28, 32]
+    batch = app.get_batch(batch_id)
+    plain = app.mapper.to_stored_event(CJBatch.Snapshot.take(batch)).state
+    (latest,) = app.snapshots.recorder.select_events(batch_id, desc=True, limit=1)
+    assert not latest.state.startswith(b"{")
+    assert len(latest.state) * 3 < len(plain)
+
+
+def test_an_uncompressed_snapshot_of_an_earlier_release_is_still_read(open_app: Any) -> None:
+    writer = open_app({"IS_SNAPSHOTTING_ENABLED": "no"})
+    batch_id = one_wave(writer, "old-snapshot", n=8, cap=20)
+    for pair in open_pairs(writer, batch_id)[:10]:
+        writer.record_outcome(batch_id, win(pair))
+    at_version = writer.get_batch(batch_id).version
+    reader = open_app(NO_CACHE)
+    assert reader.snapshots is not None
+    # What the previous release stored: the events' mapper, no compression.
+    old_row = reader.mapper.to_stored_event(CJBatch.Snapshot.take(writer.get_batch(batch_id)))
+    assert old_row.state.startswith(b"{")
+    reader.snapshots.recorder.insert_events([old_row])
+
+    for pair in open_pairs(writer, batch_id)[:3]:
+        writer.record_outcome(batch_id, win(pair))
+    restored = reader.get_batch(batch_id)
+    replayed = open_app(REPLAY_ONLY).get_batch(batch_id)
+    assert restored.version == at_version + 3
+    assert vars(restored) == vars(replayed)
+
+
 # --------------------------------------------------------------------------- flat cost
 
 
 def count_decoded(app: BatchApplication, monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """Record the topic of every row the application decodes from now on."""
     decoded: list[str] = []
-    original = app.mapper.to_domain_event
+    assert app.snapshots is not None
+    for mapper in (app.mapper, app.snapshots.mapper):  # snapshots have a mapper of their own
+        original = mapper.to_domain_event
 
-    def counting(stored: Any) -> Any:
-        decoded.append(stored.topic)
-        return original(stored)
+        def counting(stored: Any, original: Any = original) -> Any:
+            decoded.append(stored.topic)
+            return original(stored)
 
-    monkeypatch.setattr(app.mapper, "to_domain_event", counting)
+        monkeypatch.setattr(mapper, "to_domain_event", counting)
     return decoded
 
 
