@@ -35,8 +35,9 @@ lint: install
 	$(UV) run ruff format --check .
 	$(UV) run mypy
 
+# BENCH="scoring waves" selects entries (bench/bench_<name>.py); all of them by default.
 bench: install services
-	$(UV) run python -m bench.run
+	$(UV) run python -m bench.run $(BENCH)
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cjledger

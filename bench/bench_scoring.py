@@ -1,33 +1,41 @@
-"""Time ``fit_bradley_terry`` against ``choix.opt_pairwise`` on batch-sized problems.
+"""Bradley-Terry fits against choix: ``ilsr_pairwise`` and ``opt_pairwise``, 24–3,000 essays.
 
-Run with ``uv run python bench/bench_scoring.py``. Prints one JSON object: per case the
-median milliseconds per fit for each implementation (choix with its default settings), the
-speed-up, and the largest score difference after centring (a benchmark that got faster by
-getting wrong would show here). The difference is reported against choix at its default
-``tol=1e-5``, which can stop ~1e-6 short of its optimum, and at ``tol=1e-10``.
+Each case simulates a batch with known abilities (seeded) and 20 successful comparisons per
+essay, as a CJ batch ends up with. Timed, three repeats each, BLAS on one thread:
 
-Our timing includes everything a caller pays for: validating string ids, folding results
-into pairs, the fit, standard errors, ranks and reliability. choix gets ready-made integer
-data and returns bare scores, so the comparison flatters choix, not us.
+* ``fit_bradley_terry(..., with_standard_errors=False)``: what a wave closing pays (the
+  continuation reads scores only), from a cold start (no warm start: fair to choix);
+* the same with standard errors: what finalization pays;
+* ``choix.ilsr_pairwise(n, data, alpha=ridge)`` and ``choix.opt_pairwise(n, data,
+  alpha=ridge)`` at their default tolerances, on ready-made integer data.
+
+Our timing includes validating string ids and folding results; choix's does not. Accuracy:
+the largest |gradient| of the penalised objective at our scores (0 at the exact optimum),
+and up to 200 essays the largest score difference from ``opt_pairwise`` at ``tol=1e-10``.
+
+Target (issue 11): fit ÷ ilsr_pairwise ≤ 0.5 at 1,000 essays / 20,000 comparisons.
 """
 
 from __future__ import annotations
 
-import json
 import math
+import os
 import statistics
-import time
-from collections.abc import Callable
 
 import choix
 import numpy as np
 
+from bench.harness import Target, emit, progress, repeat
+from domain.bradley_terry import PairwiseCounts
 from domain.scoring import DEFAULT_RIDGE, fit_bradley_terry
 
-# (essays, successful comparisons): 12-25 comparisons per essay, as CJ batches run.
-CASES = [(24, 300), (40, 1000), (100, 2500)]
-OUR_REPEATS = 51
-CHOIX_REPEATS = 7
+CASES = [
+    (int(n), 20 * int(n))
+    for n in os.environ.get("CJLEDGER_BENCH_SCORING_ESSAYS", "24 200 1000 3000").split()
+]
+TARGET_CASE = (1000, 20000)
+TARGET_RATIO = 0.5
+ACCURACY_REFERENCE_UP_TO = 200
 
 
 def simulate(seed: int, n_essays: int, n_comparisons: int) -> list[tuple[int, int]]:
@@ -42,55 +50,71 @@ def simulate(seed: int, n_essays: int, n_comparisons: int) -> list[tuple[int, in
     return data
 
 
-def median_ms(fit: Callable[[], object], repeats: int) -> float:
-    fit()  # warm-up: imports, caches, first-call allocation
-    timings = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fit()
-        timings.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(timings)
-
-
-def bench_case(seed: int, n_essays: int, n_comparisons: int) -> dict[str, float | int]:
-    data = simulate(seed, n_essays, n_comparisons)
-    ids = [f"essay-{i:03d}" for i in range(n_essays)]
-    results = [(ids[w], ids[loser]) for w, loser in data]
-
-    ours = fit_bradley_terry(ids, results).score_map()
-
-    def max_abs_diff(tol: float) -> float:
-        reference = choix.opt_pairwise(n_essays, data, alpha=DEFAULT_RIDGE, tol=tol)
-        reference = reference - reference.mean()
-        worst = max(abs(ours[ids[i]] - reference[i]) for i in range(n_essays))
-        return float(f"{worst:.2e}")
-
-    ours_ms = median_ms(lambda: fit_bradley_terry(ids, results), OUR_REPEATS)
-    choix_ms = median_ms(
-        lambda: choix.opt_pairwise(n_essays, data, alpha=DEFAULT_RIDGE), CHOIX_REPEATS
-    )
-    return {
-        "essays": n_essays,
-        "comparisons": n_comparisons,
-        "ours_ms": round(ours_ms, 3),
-        "choix_ms": round(choix_ms, 3),
-        "speedup": round(choix_ms / ours_ms, 1),
-        "max_abs_diff_vs_choix_default_tol": max_abs_diff(1e-5),
-        "max_abs_diff_vs_choix_tol_1e-10": max_abs_diff(1e-10),
-    }
+def optimality_residual(n: int, data: list[tuple[int, int]], scores: np.ndarray) -> float:
+    """Largest |∂/∂θ_i| of ``ridge·Σθ² + NLL`` at ``scores`` (the optimum has 0)."""
+    winners = np.array([w for w, _ in data], dtype=np.intp)
+    losers = np.array([loser for _, loser in data], dtype=np.intp)
+    gradient, _ = PairwiseCounts(n, winners, losers).gradient_and_information(scores)
+    return float(np.max(np.abs(gradient + 2.0 * DEFAULT_RIDGE * scores)))
 
 
 def main() -> None:
-    cases = [bench_case(seed, n, m) for seed, (n, m) in enumerate(CASES)]
-    print(
-        json.dumps(
-            {
-                "ridge": DEFAULT_RIDGE,
-                "repeats": {"ours": OUR_REPEATS, "choix": CHOIX_REPEATS},
-                "cases": cases,
-            }
+    cases = []
+    targets = []
+    for seed, (n, m) in enumerate(CASES):
+        progress(f"scoring: {n} essays, {m} comparisons")
+        data = simulate(seed, n, m)
+        ids = [f"essay-{i:05d}" for i in range(n)]
+        results = [(ids[w], ids[loser]) for w, loser in data]
+
+        fit = repeat(lambda: fit_bradley_terry(ids, results, with_standard_errors=False))  # noqa: B023
+        with_se = repeat(lambda: fit_bradley_terry(ids, results))  # noqa: B023
+        ilsr = repeat(lambda: choix.ilsr_pairwise(n, data, alpha=DEFAULT_RIDGE))  # noqa: B023
+        opt = repeat(lambda: choix.opt_pairwise(n, data, alpha=DEFAULT_RIDGE))  # noqa: B023
+
+        by_id = fit_bradley_terry(ids, results, with_standard_errors=False).score_map()
+        ours = np.array([by_id[essay] for essay in ids])
+        case: dict[str, object] = {
+            "essays": n,
+            "comparisons": m,
+            "fit_s_median": statistics.median(fit),
+            "fit_with_se_s_median": statistics.median(with_se),
+            "ilsr_pairwise_s_median": statistics.median(ilsr),
+            "opt_pairwise_s_median": statistics.median(opt),
+            "fit_over_ilsr": statistics.median(fit) / statistics.median(ilsr),
+            "fit_over_opt": statistics.median(fit) / statistics.median(opt),
+            "max_abs_gradient_at_our_scores": optimality_residual(n, data, ours),
+        }
+        if n <= ACCURACY_REFERENCE_UP_TO:
+            reference = choix.opt_pairwise(n, data, alpha=DEFAULT_RIDGE, tol=1e-10)
+            case["max_abs_diff_vs_opt_pairwise_tol_1e-10"] = float(
+                np.max(np.abs(ours - (reference - reference.mean())))
+            )
+        cases.append(case)
+
+        ilsr_median = statistics.median(ilsr)
+        label = f"{n} essays/{m // 1000}k" if m >= 1000 else f"{n} essays/{m}"
+        is_target = (n, m) == TARGET_CASE
+        targets.append(
+            Target.at_most(
+                f"fit ÷ ilsr_pairwise @{label}",
+                TARGET_RATIO if is_target else None,
+                [sample / ilsr_median for sample in fit],
+                unit="×",
+            )
         )
-    )
+        targets.append(
+            Target.at_most(
+                f"fit+SE ÷ ilsr_pairwise @{label}",
+                None,
+                [sample / ilsr_median for sample in with_se],
+                unit="×",
+            )
+        )
+        targets.append(Target.at_most(f"fit @{label}", None, fit))
+        targets.append(Target.at_most(f"ilsr_pairwise @{label}", None, ilsr))
+        targets.append(Target.at_most(f"opt_pairwise @{label}", None, opt))
+    emit("scoring", targets, {"ridge": DEFAULT_RIDGE, "cases": cases})
 
 
 if __name__ == "__main__":
