@@ -20,21 +20,20 @@ For comparison, on the same store and history, fewer calls through applications 
 the cache (``snapshots_only``) and without cache or snapshots (``replay``), and what one
 deep copy of the batch costs (the library's default for a cached aggregate).
 
-Run with ``uv run python bench/bench_store.py``. Prints one JSON document and writes it
-to ``bench/results/store.json``. PostgreSQL: ``CJLEDGER_BENCH_POSTGRES_URL`` (default the
-local server); the bench creates a schema of its own and drops it afterwards.
+Run with ``make bench BENCH=store`` (or ``uv run python -m bench.bench_store``). Prints one
+JSON document and writes it to ``bench/results/store.json``. PostgreSQL:
+``CJLEDGER_BENCH_POSTGRES_URL`` (default the local server); the bench creates a schema of
+its own and drops it afterwards.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import random
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -43,22 +42,17 @@ from uuid import UUID
 
 import psycopg
 import structlog
-from psycopg import sql
 
 from application.batches import BatchApplication, RegisterBatch
+from bench.harness import postgres_env
 from domain.batch import CJBatch
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode, ComparisonOutcome, Essay, Pair, SuccessDetails
 from infrastructure.persistence.store import (
-    ensure_schema,
     eventsourcing_env,
-    postgres_conninfo,
 )
 
 RESULTS = Path(__file__).resolve().parent / "results"
-POSTGRES_URL = os.environ.get(
-    "CJLEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"
-)
 ESSAYS = 120
 POLICY = BatchPolicy(
     max_pairs_cap=6000,
@@ -222,16 +216,8 @@ def sqlite_store() -> Iterator[dict[str, str]]:
         yield eventsourcing_env(f"sqlite:///{tmp}/bench-store.db")
 
 
-@contextmanager
-def postgres_store() -> Iterator[dict[str, str]]:
-    schema = f"bench_store_{uuid.uuid4().hex}"
-    env = eventsourcing_env(f"{POSTGRES_URL}?schema={schema}")
-    ensure_schema(env)
-    try:
-        yield env
-    finally:
-        with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
-            conn.execute(sql.SQL("DROP SCHEMA {} CASCADE").format(sql.Identifier(schema)))
+def postgres_store() -> Any:
+    return postgres_env("store")
 
 
 def main() -> None:
