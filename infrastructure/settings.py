@@ -28,6 +28,9 @@ class Settings(BaseSettings):
     queue_prefix: str = Field(default="cjledger", description="prefix of exchange/queue names")
 
     # -- service mode: messaging (infrastructure.messaging) ---------------------------------
+    broker_connect_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="how long one attempt to connect to RabbitMQ may take"
+    )
     publish_timeout_seconds: float = Field(
         default=10.0, gt=0, description="how long a publish waits for the broker's confirm"
     )

@@ -35,11 +35,14 @@ app.add_typer(projections_app, name="projections")
 def _open_store(store: Path | None) -> Iterator[BatchApplication]:
     import psycopg
 
+    from infrastructure.persistence.bootstrap import ddl_lock
     from infrastructure.persistence.store import BadDatabaseUrl, ensure_schema, eventsourcing_env
 
     if store is None:
         try:
-            ensure_schema(eventsourcing_env(database_url(None)))
+            env = eventsourcing_env(database_url(None))
+            with ddl_lock(env):
+                ensure_schema(env)
         except BadDatabaseUrl:
             pass  # open_app reports it
         except psycopg.Error as error:
@@ -49,10 +52,12 @@ def _open_store(store: Path | None) -> Iterator[BatchApplication]:
 
 
 def _runner(cj: object, names: list[str] | None = None) -> ReadModelRunner:
+    from infrastructure.persistence.bootstrap import ddl_lock
     from projections.runner import ReadModelRunner, UnknownProjection
 
     try:
-        return ReadModelRunner(cj, names)
+        with ddl_lock(dict(getattr(cj, "env", {}))):  # creates the read models' tables
+            return ReadModelRunner(cj, names)
     except (UnknownProjection, ValueError) as error:
         fail(str(error))
 

@@ -68,5 +68,13 @@ def build_lps_worker(settings: Settings) -> LpsWorkerProcess:
 
     subscribe(broker, topology.requests_queue, topology.exchange, worker.handle)
 
-    components: list[Component] = [worker, BrokerComponent(broker, topology)]
+    components: list[Component] = [
+        worker,
+        BrokerComponent(
+            broker,
+            topology,
+            connect_timeout=settings.broker_connect_timeout_seconds,
+            url=settings.broker_url,
+        ),
+    ]
     return LpsWorkerProcess(worker, broker, topology, components)

@@ -99,7 +99,14 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
     )
     components: list[Component] = [
         consumer,
-        BrokerComponent(broker, topology, before_close=[consumer.drain]),
+        BrokerComponent(
+            broker,
+            topology,
+            before_close=[consumer.drain],
+            connect_timeout=settings.broker_connect_timeout_seconds,
+            backoff=backoff,
+            url=settings.broker_url,
+        ),
         dispatcher_loop,
         sweeper,
     ]

@@ -19,11 +19,13 @@ import contextlib
 import fcntl
 import os
 import random
+import re
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any, Protocol
 
+import aio_pika
 import anyio
 import psycopg
 import structlog
@@ -58,13 +60,29 @@ async def run_service(
             loop.add_signal_handler(signum, stop.set)
             handled.append(signum)
     started: list[Component] = []
-    try:
+
+    async def start_all() -> None:
         for component in components:
             await component.start()
             started.append(component)
-        log.info("service_started", service=name, pid=os.getpid())
-        await stop.wait()
-        log.info("service_stopping", service=name)
+
+    try:
+        # SIGTERM is honoured while starting too (e.g. waiting for a broker that
+        # accepted the connection and never answers): the start is cancelled.
+        starting = asyncio.create_task(start_all(), name=f"{name}-start")
+        stopping = asyncio.create_task(stop.wait(), name=f"{name}-stop-signal")
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            log.info("service_stopped_while_starting", service=name)
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+        else:
+            starting.result()  # a failed start raises here
+            log.info("service_started", service=name, pid=os.getpid())
+            await stopping
+            log.info("service_stopping", service=name)
+        stopping.cancel()
     finally:
         for component in reversed(started):
             try:
@@ -89,16 +107,56 @@ class BrokerComponent:
         broker: RabbitBroker,
         topology: Topology,
         before_close: Sequence[Callable[[], Awaitable[None]]] = (),
+        *,
+        connect_timeout: float = 10.0,
+        backoff: Backoff | None = None,
+        url: str = "",
     ) -> None:
         self.broker = broker
         self.topology = topology
         self.before_close = list(before_close)
+        self.connect_timeout = connect_timeout
+        self.backoff = backoff or Backoff(base_seconds=1.0, max_seconds=30.0)
+        self.url = url
+        self.where = re.sub(r"//[^@/]*@", "//", url)  # host, port, vhost; no credentials
 
     async def start(self) -> None:
-        await self.broker.connect()
-        await declare_topology(self.broker, self.topology)
+        await self._connect()
+        await asyncio.wait_for(declare_topology(self.broker, self.topology), self.connect_timeout)
         await self.broker.start()
         log.info("broker_started", exchange=self.topology.exchange_name)
+
+    async def _connect(self) -> None:
+        """Connect, each attempt bounded by ``connect_timeout``; until connected (or the
+        service is stopped), say what it is waiting for and try again after a backoff."""
+        attempt = 0
+        rng = random.Random()
+        while True:
+            attempt += 1
+            try:
+                await self._probe()
+                await asyncio.wait_for(self.broker.connect(), self.connect_timeout)
+                return
+            except Exception as error:  # refused, unresolvable, silent, bad credentials
+                delay = self.backoff.delay(attempt, rng.random())
+                log.warning(
+                    "waiting_for_broker",
+                    broker=self.where,
+                    attempt=attempt,
+                    connect_timeout_seconds=self.connect_timeout,
+                    retry_in_seconds=round(delay, 2),
+                    error=f"{type(error).__name__}: {error}"[:300],
+                )
+                await asyncio.sleep(delay)
+
+    async def _probe(self) -> None:
+        """One plain (not self-reconnecting) AMQP handshake: a silent or refusing broker
+        fails it within ``connect_timeout`` and leaves no reconnect task behind, which
+        the broker's own robust connection would (and so keep a stopped process alive)."""
+        if not self.url:
+            return
+        connection = await aio_pika.connect(self.url, timeout=self.connect_timeout)
+        await connection.close()
 
     async def stop(self) -> None:
         for subscriber in self.broker.subscribers:

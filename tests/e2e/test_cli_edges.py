@@ -7,10 +7,15 @@ Each case runs ``cjledger`` as a real process against the real PostgreSQL server
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import threading
+import time
 import uuid
 from pathlib import Path
 
@@ -119,3 +124,113 @@ def test_libpq_options_in_the_url_reach_the_server(tmp_path: Path) -> None:
         from tests.conftest import drop_schema
 
         drop_schema(schema)
+
+
+class SilentBroker:
+    """A TCP server on a free loopback port that accepts connections and never answers."""
+
+    def __init__(self) -> None:
+        self.server = socket.socket()
+        self.server.bind(("127.0.0.1", 0))
+        self.server.listen(16)
+        self.port = self.server.getsockname()[1]
+        self.accepted: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                connection, _ = self.server.accept()
+                self.accepted.append(connection)
+
+    def close(self) -> None:
+        for connection in self.accepted:
+            connection.close()
+        self.server.close()
+
+
+@pytest.mark.parametrize("command", ["serve", "lps-worker"])
+def test_a_broker_that_never_answers_is_waited_for_aloud_and_sigterm_still_stops(
+    command: str, tmp_path: Path
+) -> None:
+    broker = SilentBroker()
+    password = "br0ker-Secret"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CJLEDGER_")}
+    env.update(
+        {
+            "CJLEDGER_BROKER_URL": f"amqp://guest:{password}@127.0.0.1:{broker.port}/",
+            "CJLEDGER_BROKER_CONNECT_TIMEOUT_SECONDS": "1",
+            "CJLEDGER_DATABASE_URL": f"sqlite:///{tmp_path / 'events.db'}",
+            "CJLEDGER_RETRY_BACKOFF_MAX_SECONDS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
+    log_path = tmp_path / "service.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "infrastructure.cli.main", command],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 90
+        waiting: list[dict[str, object]] = []
+        while len(waiting) < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            waiting = [
+                line
+                for line in map(_json_or_none, log_path.read_text().splitlines())
+                if line and line.get("event") == "waiting_for_broker"
+            ]
+        assert len(waiting) >= 2, log_path.read_text()
+        assert waiting[0]["broker"] == f"amqp://127.0.0.1:{broker.port}/"
+        assert broker.accepted, "the process never reached the silent broker"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=20) == 0, log_path.read_text()
+        assert password not in log_path.read_text()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        broker.close()
+
+
+def _json_or_none(line: str) -> dict[str, object] | None:
+    try:
+        value = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+@needs_postgres
+def test_sixteen_processes_starting_at_once_on_a_fresh_database_all_start(
+    tmp_path: Path,
+) -> None:
+    """Schema, tables and the library's functions are created under one advisory lock,
+    so no process fails with ``tuple concurrently updated`` or a duplicate key."""
+    from tests.e2e.messaging_support import fresh_postgres_database
+
+    with fresh_postgres_database() as database_url:
+        url = f"{database_url}?schema=cj_race"
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("CJLEDGER_")}
+        env = {**clean, "CJLEDGER_DATABASE_URL": url}
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-m", "infrastructure.cli.main", "projections", "run", "--once"],
+                env=env,
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
+            for _ in range(16)
+        ]
+        outputs = [process.communicate(timeout=300)[0] for process in processes]
+        failed = [
+            out for process, out in zip(processes, outputs, strict=True) if process.returncode
+        ]
+        assert not failed, failed[0]
+        assert all("caught up" in out for out in outputs)
