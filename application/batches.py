@@ -11,6 +11,8 @@ or a plain late arrival) and does nothing extra, so only one next wave is ever r
 from __future__ import annotations
 
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field
@@ -71,6 +73,20 @@ FORMER_VALUE_NAMES: dict[str, type[Any]] = {
 RENAMED_VALUE_FIELDS: dict[type[Any], dict[str, str]] = {
     ContinuationContext: LEGACY_CONTEXT_FIELDS,
 }
+
+
+@dataclass(frozen=True)
+class WaveClosing:
+    """One wave closing in this process: which wave, what was decided, what it cost."""
+
+    batch_id: UUID
+    wave: int
+    decision: str
+    essays: int
+    seconds: float
+
+
+_ENDINGS = (DecisionKind.FINALIZE_SCORING, DecisionKind.FINALIZE_FAILURE)
 
 
 class BatchNotFound(LookupError):
@@ -203,6 +219,7 @@ class BatchApplication(Application[UUID]):
         self.mode_setting = mode_setting
         self.snapshot_interval = int(self.env.get("SNAPSHOT_INTERVAL") or 0)
         self._batch_locks = tuple(threading.RLock() for _ in range(self.lock_stripes))
+        self.wave_closings: deque[WaveClosing] = deque(maxlen=1000)
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -427,10 +444,38 @@ class BatchApplication(Application[UUID]):
             with suppress(KeyError):
                 cache.get(batch_id, evict=True)
 
-    @staticmethod
-    def _apply_outcome(batch: CJBatch, outcome: ComparisonOutcome, now: datetime) -> RecordResult:
+    def _apply_outcome(
+        self, batch: CJBatch, outcome: ComparisonOutcome, now: datetime
+    ) -> RecordResult:
+        decisions_before = batch.decision_count
+        started = time.perf_counter()
         try:
             recorded = workflow.record_outcome(batch, outcome, now)
         except OutcomeRejected as rejected:
             return RecordResult(RecordStatus.REJECTED, rejected.code, str(rejected))
+        if batch.decision_count > decisions_before:
+            self._wave_closed(batch, time.perf_counter() - started)
         return RecordResult(RecordStatus.RECORDED if recorded else RecordStatus.DUPLICATE)
+
+    def _wave_closed(self, batch: CJBatch, seconds: float) -> None:
+        """Note what closing a wave cost (fit, decide, plan the next wave; before the save).
+
+        Kept for the last ``wave_closings.maxlen`` closings in this process (the demo lists
+        them) and logged: the one cost that grows with a batch's size.
+        """
+        closing = WaveClosing(
+            batch_id=batch.id,
+            wave=len(batch.waves) - (0 if batch.last_decision in _ENDINGS else 1),
+            decision=batch.last_decision.value if batch.last_decision else "",
+            essays=len(batch.essays),
+            seconds=seconds,
+        )
+        self.wave_closings.append(closing)
+        log.info(
+            "wave_closed",
+            batch_id=str(batch.id),
+            wave=closing.wave,
+            decision=closing.decision,
+            essays=closing.essays,
+            seconds=round(seconds, 4),
+        )

@@ -26,7 +26,7 @@ DEFAULT_STORE = Path(".cjledger/demo.db")
 
 @app.command("demo")
 def demo(
-    essays: Annotated[int, typer.Option(min=1, max=500, help="number of synthetic essays")] = 24,
+    essays: Annotated[int, typer.Option(min=1, max=10_000, help="number of synthetic essays")] = 24,
     mode: Annotated[
         BatchingMode | None, typer.Option(help="batching mode requested by the batch")
     ] = None,
@@ -83,6 +83,11 @@ def demo(
         run_until_idle(cj, dispatcher, transport, through_contract(lps.execute))
         report = build_report(cj.batch_events(batch_id))
         document = demo_document(report, thetas, lps.stats())
+        document["wave_closings"] = [
+            {"wave": c.wave, "decision": c.decision, "seconds": round(c.seconds, 4)}
+            for c in cj.wave_closings
+            if c.batch_id == batch_id
+        ]
     if as_json:
         print(json.dumps(document, indent=2))
     else:
@@ -162,15 +167,35 @@ def render(
         "outcomes",
         "success rate",
         "max score change",
+        "closing s",
         "guard",
     ):
         trail.add_column(column)
+    closing_seconds = {c["wave"]: c["seconds"] for c in document["wave_closings"]}
     for d in report.decisions:
         rate = "-" if d.success_rate is None else f"{d.success_rate:.2f}"
         change = "-" if d.max_score_change is None else f"{d.max_score_change:.4f}"
         guard = f"{d.guard} (raw {d.raw_decision})" if d.guard else ""
-        trail.add_row(str(d.wave), d.decision, d.reason, str(d.outcomes), rate, change, guard)
+        closing = closing_seconds.get(d.wave)
+        trail.add_row(
+            str(d.wave),
+            d.decision,
+            d.reason,
+            str(d.outcomes),
+            rate,
+            change,
+            "-" if closing is None else f"{closing:.3f}",
+            guard,
+        )
     console.print(trail)
+    closings = document["wave_closings"]
+    if closings:
+        seconds = [c["seconds"] for c in closings]
+        console.print(
+            f"Wave closings (fit + decide + plan, this run): {len(closings)}, "
+            f"min {min(seconds):.3f} s, median {sorted(seconds)[len(seconds) // 2]:.3f} s, "
+            f"max {max(seconds):.3f} s, total {sum(seconds):.2f} s"
+        )
 
     rho = document["spearman"]
     reliability = document["reliability"]

@@ -270,3 +270,17 @@ def test_fewer_than_two_non_anchor_essays_finalize_at_once(make_app: AppFactory)
     batch = app.get_batch(batch_id)
     assert batch.final_status is FinalStatus.INSUFFICIENT_ESSAYS
     assert batch.waves == []
+
+
+def test_every_wave_closing_is_noted_with_its_decision_and_cost(make_app: AppFactory) -> None:
+    app = make_app()
+    other = run_batch(app, n=6, ref="other")
+    batch_id = run_batch(app, n=10, budget=30)
+    batch = app.get_batch(batch_id)
+    closings = [c for c in app.wave_closings if c.batch_id == batch_id]
+    assert [c.wave for c in closings] == [w.number for w in batch.waves]
+    assert batch.last_decision is not None
+    assert closings[-1].decision == batch.last_decision.value
+    assert all(c.decision == DecisionKind.REQUEST_MORE_COMPARISONS.value for c in closings[:-1])
+    assert all(c.seconds > 0 and c.essays == 10 for c in closings)
+    assert any(c.batch_id == other for c in app.wave_closings)
