@@ -34,6 +34,7 @@ from domain import workflow
 from domain.batch import BatchPhase, CJBatch, ComparisonRecord, OutcomeRejected, WaveRecord
 from domain.continuation import LEGACY_CONTEXT_FIELDS, ContinuationContext, DecisionKind
 from domain.policy import BatchPolicy
+from domain.quality import BatchQuality
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
@@ -56,6 +57,7 @@ VALUE_DATACLASSES: tuple[type[Any], ...] = (
     EssayScore,
     ComparisonRecord,
     WaveRecord,
+    BatchQuality,
 )
 VALUE_ENUMS: tuple[type[Enum], ...] = (
     BatchingMode,
@@ -93,6 +95,40 @@ class BatchNotFound(LookupError):
     code = "unknown_batch"
 
 
+class BatchConflict(ValueError):
+    """An external reference submitted again with different essays or options."""
+
+    code = "batch_conflict"
+
+    def __init__(self, batch_id: UUID, external_ref: str, differences: list[str]) -> None:
+        super().__init__(
+            f"external reference {external_ref!r} is already batch {batch_id} with different "
+            f"{', '.join(differences)}; submit the same request again or use a new reference"
+        )
+        self.batch_id = batch_id
+
+
+def submission_differences(batch: CJBatch, cmd: RegisterBatch, policy: BatchPolicy) -> list[str]:
+    """What the caller asks for differently from the batch already registered."""
+    asked = {
+        "essays": tuple(cmd.essays),
+        "requested mode": cmd.requested_mode,
+        "provider": cmd.provider,
+        "model": cmd.model,
+        "seed": cmd.seed,
+        "budget": policy.max_pairs_cap,
+    }
+    registered = {
+        "essays": batch.essays,
+        "requested mode": batch.requested_mode,
+        "provider": batch.provider,
+        "model": batch.model,
+        "seed": batch.seed,
+        "budget": batch.policy.max_pairs_cap,
+    }
+    return [name for name, value in asked.items() if registered[name] != value]
+
+
 class ConcurrencyExhausted(RuntimeError):
     """Optimistic-concurrency retries ran out; the caller should retry later."""
 
@@ -107,6 +143,7 @@ class RegisterBatch:
     budget_override: int | None = None
     seed: int = 0
     policy: BatchPolicy = field(default_factory=BatchPolicy)
+    allow_sparse: bool = False
 
 
 class RecordStatus(Enum):
@@ -279,19 +316,27 @@ class BatchApplication(Application[UUID]):
         """Register and start a batch in one append. Idempotent per external reference."""
         batch_id = CJBatch.create_id(cmd.external_ref)
 
+        policy = cmd.policy.with_budget_override(cmd.budget_override)
+
         def register(uow: UnitOfWork) -> CJBatch | None:
-            if uow.load(batch_id) is not None:
-                # Registered before (or by another process a moment ago): same batch, no-op.
+            existing = uow.load(batch_id)
+            if existing is not None:
+                # Registered before (or by another process a moment ago): the same request
+                # is a no-op; a different one under the same reference is refused.
+                differences = submission_differences(existing, cmd, policy)
+                if differences:
+                    raise BatchConflict(batch_id, cmd.external_ref, differences)
                 log.info("batch_already_registered", batch_id=str(batch_id))
                 return None
             batch = CJBatch.register(
                 external_ref=cmd.external_ref,
                 essays=tuple(cmd.essays),
-                policy=cmd.policy.with_budget_override(cmd.budget_override),
+                policy=policy,
                 requested_mode=cmd.requested_mode,
                 provider=cmd.provider,
                 model=cmd.model,
                 seed=cmd.seed,
+                allow_sparse=cmd.allow_sparse,
             )
             workflow.start_batch(batch, self.mode_setting, self.clock())
             uow.add(batch)
@@ -356,7 +401,15 @@ class BatchApplication(Application[UUID]):
                 batch = uow.load(batch_id)
                 return workflow.close_overdue(batch, now) if batch is not None else []
 
-            ids = self.run_unit_of_work([batch_id], close)
+            try:
+                ids = self.run_unit_of_work([batch_id], close)
+            except Exception as error:  # one bad batch must not stop the sweep of the rest
+                log.exception(
+                    "deadline_sweep_failed",
+                    batch_id=str(batch_id),
+                    error=f"{type(error).__name__}: {error}",
+                )
+                continue
             if ids:
                 closed += len(ids)
                 log.info(

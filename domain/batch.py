@@ -18,7 +18,8 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.continuation import ContinuationContext, DecisionKind, GuardedDecision
 from domain.pairing import PairRecord, PairStatus
-from domain.policy import BatchPolicy
+from domain.policy import BatchPolicy, as_recorded
+from domain.quality import BatchQuality, Verdict
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
@@ -27,6 +28,7 @@ from domain.values import (
     FinalStatus,
     GenerationMode,
     Pair,
+    essay_id_problem,
 )
 
 BATCH_NAMESPACE = UUID("6f1c2a52-6a0e-4c1b-9a43-2f4e8d0c7b11")
@@ -42,6 +44,18 @@ class OutcomeRejected(ValueError):
 
 class CommandRejected(ValueError):
     """A command that does not fit the batch's current state."""
+
+
+class SparseBudget(CommandRejected):
+    """The budget cannot give every essay ``min_appearances`` comparisons."""
+
+    def __init__(self, budget: int, essays: int, appearances: int, smallest: int) -> None:
+        super().__init__(
+            f"a budget of {budget} comparisons cannot give each of the {essays} essays "
+            f"{appearances} comparisons; the smallest budget that can is {smallest} "
+            "(or accept a sparse batch explicitly)"
+        )
+        self.smallest = smallest
 
 
 class BatchPhase(Enum):
@@ -72,10 +86,17 @@ class WaveRecord:
 class CJBatch(Aggregate):
     """One comparative-judgement batch, from registration to its final scores."""
 
-    class_version = 1
+    class_version = 2
+
+    @staticmethod
+    def upcast_v1_v2(state: dict[str, Any]) -> None:
+        """Snapshot state of a batch registered before policy version 2."""
+        state["policy"] = as_recorded(state["policy"])
+        state.setdefault("sparse", False)
+        state.setdefault("quality", None)
 
     class BatchRegistered(Aggregate.Created):
-        class_version = 1
+        class_version = 2
         external_ref: str
         essays: tuple[Essay, ...]
         policy: BatchPolicy
@@ -83,6 +104,13 @@ class CJBatch(Aggregate):
         provider: str
         model: str
         seed: int
+        sparse: bool
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v1 had no sparse batches; its policy lacks the fields version 2 added."""
+            state["policy"] = as_recorded(state["policy"])
+            state["sparse"] = False
 
     class BatchingModeSet(Aggregate.Event):
         class_version = 1
@@ -117,12 +145,18 @@ class CJBatch(Aggregate):
         policy_version: int
 
     class Finalized(Aggregate.Event):
-        class_version = 1
+        class_version = 2
         status: FinalStatus
         scores: tuple[EssayScore, ...]
         reliability: float | None
         failure_reason: str | None
         failure_details: str | None
+        quality: BatchQuality | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            """v1 recorded no quality figures."""
+            state["quality"] = None
 
     # ------------------------------------------------------------------ registration
 
@@ -142,12 +176,24 @@ class CJBatch(Aggregate):
         provider: str,
         model: str,
         seed: int,
+        allow_sparse: bool = False,
     ) -> CJBatch:
+        """Register a batch. Refuses empty references, bad or repeated essay ids, and a
+        budget too small for every essay to get ``min_appearances`` comparisons unless
+        ``allow_sparse`` (the batch is then flagged sparse in its results)."""
         if not external_ref.strip():
             raise CommandRejected("external_ref must not be empty")
         ids = [e.essay_id for e in essays]
+        for essay_id in ids:
+            problem = essay_id_problem(essay_id)
+            if problem is not None:
+                raise CommandRejected(problem)
         if len(set(ids)) != len(ids):
             raise CommandRejected("essay ids must be unique within a batch")
+        smallest = policy.smallest_budget(len(ids))
+        sparse = policy.max_pairs_cap < smallest
+        if sparse and not allow_sparse:
+            raise SparseBudget(policy.max_pairs_cap, len(ids), policy.min_appearances, smallest)
         return cls._create(
             cls.BatchRegistered,
             external_ref=external_ref,
@@ -157,6 +203,7 @@ class CJBatch(Aggregate):
             provider=provider,
             model=model,
             seed=seed,
+            sparse=sparse,
         )
 
     @event(BatchRegistered)
@@ -169,6 +216,7 @@ class CJBatch(Aggregate):
         provider: str,
         model: str,
         seed: int,
+        sparse: bool,
     ) -> None:
         self.external_ref = external_ref
         self.essays = tuple(essays)
@@ -177,6 +225,7 @@ class CJBatch(Aggregate):
         self.provider = provider
         self.model = model
         self.seed = seed
+        self.sparse = sparse
         self.phase = BatchPhase.REGISTERED
         self.mode: BatchingMode | None = None
         self.mode_source: str | None = None
@@ -194,6 +243,7 @@ class CJBatch(Aggregate):
         self.final_scores: tuple[EssayScore, ...] = ()
         self.reliability: float | None = None
         self.failure_reason: str | None = None
+        self.quality: BatchQuality | None = None
 
     # ------------------------------------------------------------------ commands
 
@@ -270,7 +320,7 @@ class CJBatch(Aggregate):
 
     def record_decision(self, decision: GuardedDecision, context: ContinuationContext) -> None:
         """Record what was decided after a wave; reasons and guard are stored as their codes."""
-        if self.phase is not BatchPhase.RUNNING or self.open_comparisons:
+        if self.phase is BatchPhase.FINALIZED or self.mode is None or self.open_comparisons:
             raise CommandRejected("decisions are taken when a wave has closed")
         if decision.final.kind is DecisionKind.WAIT:
             raise CommandRejected("waiting is not a decision to record")
@@ -291,6 +341,7 @@ class CJBatch(Aggregate):
         reliability: float | None = None,
         failure_reason: str | None = None,
         failure_details: str | None = None,
+        quality: BatchQuality | None = None,
     ) -> None:
         if self.phase is BatchPhase.FINALIZED:
             raise CommandRejected("the batch is already finalized")
@@ -300,6 +351,7 @@ class CJBatch(Aggregate):
             reliability=reliability,
             failure_reason=failure_reason,
             failure_details=failure_details,
+            quality=quality,
         )
 
     # ------------------------------------------------------------------ appliers
@@ -373,11 +425,13 @@ class CJBatch(Aggregate):
         reliability: float | None,
         failure_reason: str | None,
         failure_details: str | None,
+        quality: BatchQuality | None,
     ) -> None:
         self.phase = BatchPhase.FINALIZED
         self.final_status = status
         self.final_scores = tuple(scores)
         self.reliability = reliability
+        self.quality = quality
         self.failure_reason = failure_reason
 
     # ------------------------------------------------------------------ queries
@@ -414,6 +468,24 @@ class CJBatch(Aggregate):
                 status = PairStatus.FAILED
             history.append(PairRecord(record.pair.essay_a, record.pair.essay_b, status))
         return history
+
+    def verdicts(self) -> list[Verdict]:
+        """Every successful comparison as shown (A first) with its winner, in request order."""
+        return [
+            Verdict(record.pair.essay_a, record.pair.essay_b, record.outcome.success.winner_id)
+            for record in self.comparisons.values()
+            if record.outcome is not None and record.outcome.success is not None
+        ]
+
+    def successes_in_last_wave(self) -> int:
+        if not self.waves:
+            return 0
+        return sum(
+            1
+            for cid in self.waves[-1].comparison_ids
+            if (outcome := self.comparisons[cid].outcome) is not None
+            and outcome.success is not None
+        )
 
     def successful_results(self) -> list[tuple[str, str]]:
         """(winner, loser) of every successful comparison, in request order."""

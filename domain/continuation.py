@@ -16,10 +16,13 @@ no outcome yet.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from enum import Enum
+from fractions import Fraction
 
+from domain.pair_records import Key, PairRecord, PairStatus
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode
 
@@ -38,7 +41,9 @@ class DecisionReason(Enum):
     OPEN_COMPARISONS = "open_comparisons"
     ZERO_SUCCESSES = "zero_successes"
     LOW_SUCCESS_RATE = "low_success_rate"
+    SUCCESS_RATE_UNREACHABLE = "success_rate_unreachable"
     STABLE = "stable"
+    RELIABILITY_REACHED = "reliability_reached"
     CALLBACKS_REACHED_CAP = "callbacks_reached_cap"
     BUDGET_EXHAUSTED = "budget_exhausted"
     SMALL_NET_PASSES_EXHAUSTED = "small_net_passes_exhausted"
@@ -95,6 +100,12 @@ class ContinuationContext:
     is_small_net: bool
     max_score_change: float | None
     scores: tuple[ScorePoint, ...] = field(default=())
+    # Added with policy version 2 (absent, hence default, in contexts stored before).
+    new_successes: int = 0
+    pairs_given_up: int = 0
+    pairing_found_nothing: bool = False
+    ssr: float | None = None
+    split_half: float | None = None
 
     @property
     def success_rate(self) -> float | None:
@@ -133,15 +144,59 @@ def max_score_change(
     return max((abs(score - previous.get(eid, 0.0)) for eid, score in current.items()), default=0.0)
 
 
+def given_up_pairs(history: Iterable[PairRecord], policy: BatchPolicy) -> frozenset[Key]:
+    """Pairs that failed ``max_attempts_per_pair`` times: never asked again (0: no limit)."""
+    limit = policy.max_attempts_per_pair
+    if limit <= 0:
+        return frozenset()
+    failed = Counter(r.key for r in history if r.status is PairStatus.FAILED)
+    return frozenset(key for key, count in failed.items() if count >= limit)
+
+
 # ------------------------------------------------------------------ rules
 
 
 def is_stable(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
-    """Scores moved no more than the threshold since the previous decision (inclusive)."""
-    return (
+    """Scores moved no more than the threshold since the previous decision (inclusive).
+
+    From policy version 2 that only counts on new evidence: the wave just closed added at
+    least one success, and the batch's success rate meets ``min_success_rate`` (a wave
+    that only failed leaves the scores unchanged, which is not stability).
+    """
+    moved_little = (
         ctx.successes >= policy.min_successes_for_stability
         and ctx.max_score_change is not None
         and ctx.max_score_change <= policy.stability_threshold
+    )
+    if not policy.stability_needs_new_evidence:
+        return moved_little
+    rate = ctx.success_rate
+    return (
+        moved_little
+        and ctx.new_successes >= 1
+        and rate is not None
+        and rate >= policy.min_success_rate
+    )
+
+
+def success_rate_unreachable(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
+    """More failures than ``(1 - min_success_rate) x budget``: even if every comparison
+    left in the budget succeeded, the batch could not reach ``min_success_rate``."""
+    if not policy.fails_early or ctx.failures == 0:
+        return False
+    best_rate = Fraction(ctx.budget - ctx.failures, ctx.budget)
+    return best_rate < Fraction(str(policy.min_success_rate))
+
+
+def reliability_reached(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
+    """The optional stopping rule: SSR and split-half both reach ``reliability_target``."""
+    target = policy.reliability_target
+    return (
+        target is not None
+        and ctx.ssr is not None
+        and ctx.split_half is not None
+        and ctx.ssr >= target
+        and ctx.split_half >= target
     )
 
 
@@ -173,7 +228,9 @@ def resampling_passes_left(ctx: ContinuationContext, policy: BatchPolicy) -> boo
 
 
 def nothing_left_to_ask(ctx: ContinuationContext, policy: BatchPolicy) -> bool:
-    return ctx.pairs_available == 0 and not resampling_passes_left(ctx, policy)
+    return ctx.pairing_found_nothing or (
+        ctx.pairs_available == 0 and not resampling_passes_left(ctx, policy)
+    )
 
 
 def success_rate_too_low(ctx: ContinuationContext, policy: BatchPolicy) -> DecisionReason | None:
@@ -206,9 +263,13 @@ def decide(ctx: ContinuationContext, policy: BatchPolicy) -> Decision:
     failure = success_rate_too_low(ctx, policy)
     if failure is not None and cap_hit(ctx, policy):
         return Decision(kind.FINALIZE_FAILURE, failure)
+    if success_rate_unreachable(ctx, policy):
+        return Decision(kind.FINALIZE_FAILURE, why.SUCCESS_RATE_UNREACHABLE)
 
     if is_stable(ctx, policy):
         return Decision(kind.FINALIZE_SCORING, why.STABLE)
+    if reliability_reached(ctx, policy):
+        return Decision(kind.FINALIZE_SCORING, why.RELIABILITY_REACHED)
     if callbacks_reached_cap(ctx):
         return Decision(kind.FINALIZE_SCORING, why.CALLBACKS_REACHED_CAP)
     if budget_exhausted(ctx):
@@ -216,6 +277,8 @@ def decide(ctx: ContinuationContext, policy: BatchPolicy) -> Decision:
     if small_net_passes_used_up(ctx, policy):
         return Decision(kind.FINALIZE_SCORING, why.SMALL_NET_PASSES_EXHAUSTED)
 
+    if ctx.pairing_found_nothing:
+        return Decision(kind.FINALIZE_SCORING, why.NOTHING_LEFT_TO_ASK)
     if ctx.budget_left > 0 and resampling_passes_left(ctx, policy):
         reason = why.SMALL_NET_RESAMPLING if ctx.is_small_net else why.REGULAR_RESAMPLING
         return Decision(kind.RESAMPLE, reason)
@@ -247,8 +310,22 @@ def wants_another_wave(decision: Decision) -> bool:
     return decision.kind in (DecisionKind.RESAMPLE, DecisionKind.REQUEST_MORE_COMPARISONS)
 
 
-def when_pairing_finds_nothing(guarded: GuardedDecision) -> GuardedDecision:
-    """The fallback when a wave was wanted but pairing found nothing to ask: never leave
-    a batch idle."""
-    final = Decision(DecisionKind.FINALIZE_SCORING, DecisionReason.NOTHING_LEFT_TO_ASK)
-    return GuardedDecision(raw=guarded.raw, final=final, guard=guarded.guard)
+def when_pairing_finds_nothing(
+    ctx: ContinuationContext, mode: BatchingMode, policy: BatchPolicy
+) -> tuple[ContinuationContext, GuardedDecision]:
+    """The fallback when a wave was wanted but pairing found nothing to ask.
+
+    No side door: the batch is decided again, through ``decide`` and the mode guards like
+    any other decision, on the same facts plus "pairing found nothing" (which counts as a
+    cap, so the success-rate rule applies). The result never asks for another wave.
+    """
+    if policy.policy_version < 2:  # version 1 finalized straight away, bypassing the rules
+        return ctx, GuardedDecision(
+            raw=decide(ctx, policy),
+            final=Decision(DecisionKind.FINALIZE_SCORING, DecisionReason.NOTHING_LEFT_TO_ASK),
+            guard=apply_mode_guards(decide(ctx, policy), mode, ctx, policy).guard,
+        )
+    exhausted = replace(ctx, pairing_found_nothing=True)
+    guarded = apply_mode_guards(decide(exhausted, policy), mode, exhausted, policy)
+    assert not wants_another_wave(guarded.final)
+    return exhausted, guarded

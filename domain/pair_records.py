@@ -40,28 +40,41 @@ class PairRecord:
         return (a, b)
 
 
-def count_available_pairs(essay_ids: Sequence[str], history: Sequence[PairRecord]) -> int:
+def count_available_pairs(
+    essay_ids: Sequence[str],
+    history: Sequence[PairRecord],
+    unavailable: frozenset[Key] = frozenset(),
+) -> int:
     """Unordered pairs coverage may still ask: never asked, or asked but only ever failed.
 
     A pair with a pending comparison is not available (its answer is on the way), nor is a
-    pair with a success (coverage wants each pair answered once; re-asking is resampling).
+    pair with a success (coverage wants each pair answered once; re-asking is resampling),
+    nor one the caller declares ``unavailable`` (e.g. given up after repeated failures).
     """
     essays = unique_sorted(essay_ids)
-    return pair_count(len(essays)) - len(blocked_keys(set(essays), history))
+    known = set(essays)
+    closed = blocked_keys(known, history) | {k for k in unavailable if set(k) <= known}
+    return pair_count(len(essays)) - len(closed)
 
 
-def success_coverage(essay_ids: Sequence[str], history: Sequence[PairRecord]) -> float:
-    """Fraction of all n(n-1)/2 unordered pairs that have at least one successful outcome."""
+def success_coverage(
+    essay_ids: Sequence[str],
+    history: Sequence[PairRecord],
+    unavailable: frozenset[Key] = frozenset(),
+) -> float:
+    """Fraction of the askable unordered pairs (all n(n-1)/2 but the ``unavailable`` ones
+    without a success) that have at least one successful outcome."""
     essays = unique_sorted(essay_ids)
-    total = pair_count(len(essays))
-    if total == 0:
-        return 0.0
     known = set(essays)
     succeeded = {
         record.key
         for record in history
         if record.status is PairStatus.SUCCEEDED and is_between(record, known)
     }
+    lost = {k for k in unavailable if set(k) <= known and k not in succeeded}
+    total = pair_count(len(essays)) - len(lost)
+    if total <= 0:
+        return 0.0
     return len(succeeded) / total
 
 

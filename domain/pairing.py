@@ -66,12 +66,14 @@ def generate_wave(
     scores: Mapping[str, float],
     max_pairs: int,
     all_pairs_in_one_wave: bool,
+    unavailable: frozenset[Key] = frozenset(),
 ) -> tuple[Pair, ...]:
     """The pairs of wave ``wave_number``, oriented, with deterministic comparison ids.
 
     ``history`` holds every comparison asked so far with its status; ``scores`` the current
     Bradley-Terry scores (a missing essay counts as 0). At most ``max_pairs`` pairs are
-    returned, never a self pair and never the same unordered pair twice.
+    returned, never a self pair and never the same unordered pair twice, and never a pair
+    in ``unavailable`` (pairs the batch gave up on).
     """
     essays = unique_sorted(essay_ids)
     if max_pairs <= 0 or len(essays) < 2:
@@ -79,9 +81,11 @@ def generate_wave(
     rng = random.Random(f"{seed}:{wave_number}")
     chosen: list[tuple[Key, Oriented | None]]
     if generation_mode is GenerationMode.RESAMPLING:
-        chosen = _resampling_pass(essays, history, max_pairs, rng)
+        chosen = _resampling_pass(essays, history, max_pairs, rng, unavailable)
     else:
-        keys = _coverage_pairs(essays, history, scores, max_pairs, all_pairs_in_one_wave, rng)
+        keys = _coverage_pairs(
+            essays, history, scores, max_pairs, all_pairs_in_one_wave, rng, unavailable
+        )
         chosen = [(key, None) for key in keys]
     oriented = orient(chosen, history, rng)
     return tuple(
@@ -100,6 +104,7 @@ def _coverage_pairs(
     max_pairs: int,
     repeat_rounds: bool,
     rng: random.Random,
+    unavailable: frozenset[Key] = frozenset(),
 ) -> list[Key]:
     """One matching round, or rounds until the cap when the wave is the batch's only one.
 
@@ -122,7 +127,7 @@ def _coverage_pairs(
     for essay, balance in balances(history).items():
         if essay in position:
             data.balance[position[essay]] = balance
-    for a, b in blocked_keys(known, history):
+    for a, b in blocked_keys(known, history) | {k for k in unavailable if set(k) <= known}:
         _block(data, position[a], position[b])
     chosen: list[Key] = []
     while len(chosen) < max_pairs:
@@ -149,7 +154,11 @@ def _block(data: RoundInput, i: int, j: int) -> None:
 
 
 def _resampling_pass(
-    essays: list[str], history: Sequence[PairRecord], max_pairs: int, rng: random.Random
+    essays: list[str],
+    history: Sequence[PairRecord],
+    max_pairs: int,
+    rng: random.Random,
+    unavailable: frozenset[Key] = frozenset(),
 ) -> list[tuple[Key, Oriented | None]]:
     """Every pair with a success, once, in the order that helps most if the cap cuts it.
 
@@ -167,7 +176,7 @@ def _resampling_pass(
 
     queue: list[tuple[int, int, float, Key, Oriented | None]] = []
     for key in succeeded:
-        if key in pending:
+        if key in pending or key in unavailable:
             continue
         a, b = key
         forced: Oriented | None = None

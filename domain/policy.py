@@ -2,13 +2,38 @@
 
 A batch records its own resolved copy in ``BatchRegistered`` so that replaying a log never
 depends on today's settings.
+
+Policy versions (``policy_version``; a batch keeps the version it was registered under):
+
+1. The original service's rules.
+2. Stability needs new evidence and the success rate; a batch fails as soon as its
+   success rate can no longer be met (``success_rate_unreachable``); a pair that failed
+   ``max_attempts_per_pair`` times is given up; a batch whose budget cannot give every
+   essay ``min_appearances`` comparisons is refused unless accepted as sparse; the
+   Bradley–Terry ridge is chosen on evidence (``docs/continuation.md``); an optional
+   ``reliability_target`` stopping rule (off by default).
+
+Events written under version 1 carry no value for the fields version 2 added; the batch's
+upcaster fills them with ``VERSION_1_VALUES``, which reproduce the version-1 behaviour.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
+from typing import Any
 
-POLICY_VERSION = 1
+POLICY_VERSION = 2
+
+DEFAULT_RIDGE = 0.01  # placeholder, chosen in bench/bench_prior.py
+
+VERSION_1_VALUES: dict[str, Any] = {
+    "max_attempts_per_pair": 0,
+    "min_appearances": 0,
+    "ridge": 0.01,
+    "reliability_target": None,
+}
+"""What the fields added by version 2 mean for a version-1 policy (0: no limit)."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +50,10 @@ class BatchPolicy:
     comparison_deadline_seconds: float = 4 * 3600.0
     provider_batch_allowed_providers: tuple[str, ...] = ("openai", "anthropic", "simulated")
     policy_version: int = POLICY_VERSION
+    max_attempts_per_pair: int = 3
+    min_appearances: int = 2
+    ridge: float = DEFAULT_RIDGE
+    reliability_target: float | None = None
 
     def __post_init__(self) -> None:
         if self.max_pairs_cap < 1:
@@ -37,6 +66,12 @@ class BatchPolicy:
             raise ValueError("bundle_size_cap must lie in 1..64")
         if self.comparison_deadline_seconds <= 0:
             raise ValueError("comparison_deadline_seconds must be positive")
+        if self.max_attempts_per_pair < 0 or self.min_appearances < 0:
+            raise ValueError("max_attempts_per_pair and min_appearances must not be negative")
+        if not (math.isfinite(self.ridge) and self.ridge > 0):
+            raise ValueError("ridge must be a positive number")
+        if self.reliability_target is not None and not 0.0 < self.reliability_target <= 1.0:
+            raise ValueError("reliability_target must lie in (0, 1]")
 
     def with_budget_override(self, override: int | None) -> BatchPolicy:
         """A request may lower the comparison budget, never raise it."""
@@ -45,3 +80,23 @@ class BatchPolicy:
         if override < 1:
             raise ValueError("budget override must be at least 1")
         return replace(self, max_pairs_cap=min(self.max_pairs_cap, override))
+
+    def smallest_budget(self, essay_count: int) -> int:
+        """The smallest budget that gives each essay ``min_appearances`` comparisons."""
+        return math.ceil(essay_count * self.min_appearances / 2)
+
+    @property
+    def fails_early(self) -> bool:
+        return self.policy_version >= 2
+
+    @property
+    def stability_needs_new_evidence(self) -> bool:
+        return self.policy_version >= 2
+
+
+def as_recorded(policy: BatchPolicy) -> BatchPolicy:
+    """A policy decoded from an event, with the fields its version did not have set to
+    what that version meant."""
+    if policy.policy_version >= 2:
+        return policy
+    return replace(policy, **VERSION_1_VALUES)

@@ -8,6 +8,7 @@ those natively and they would come back as bare strings.
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from enum import Enum
 
@@ -34,6 +35,16 @@ class FinalStatus(Enum):
 class FailureSource(Enum):
     LPS = "lps"
     DEADLINE = "deadline"
+
+
+def essay_id_problem(essay_id: str) -> str | None:
+    """Why ``essay_id`` cannot name an essay (blank, or holding control characters), or
+    ``None`` when it can. Every edge that accepts essay ids asks this."""
+    if not essay_id.strip():
+        return f"essay id {essay_id!r} is blank"
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in essay_id):
+        return f"essay id {essay_id!r} contains control characters"
+    return None
 
 
 @dataclass(frozen=True)

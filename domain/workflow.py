@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from domain.batch import CJBatch, CommandRejected
-from domain.batching import preferred_bundle_size, resolve
+from domain.batching import preferred_bundle_size, resolve_batching_mode
 from domain.continuation import (
     ContinuationContext,
     DecisionKind,
@@ -19,12 +19,14 @@ from domain.continuation import (
     ScorePoint,
     apply_mode_guards,
     decide,
+    given_up_pairs,
     is_small_net,
     max_score_change,
     wants_another_wave,
     when_pairing_finds_nothing,
 )
 from domain.pairing import count_available_pairs, generate_wave, success_coverage
+from domain.quality import BatchQuality, assess, split_half_reliability
 from domain.scoring import fit_bradley_terry
 from domain.values import (
     BatchingMode,
@@ -37,38 +39,46 @@ from domain.values import (
     ScoringResult,
 )
 
+PROVIDER_BATCH = BatchingMode.PROVIDER_BATCH_API
+
 
 def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime) -> None:
-    """Resolve the batching mode, then ask for the first wave (or finalize at once)."""
+    """Resolve the batching mode, then ask for the first wave (or finalize at once).
+
+    The first wave is planned before the mode is recorded, so ``BatchingModeSet`` carries
+    the bundle size the first wave really uses in the effective mode.
+    """
     if batch.mode is not None:
         raise CommandRejected("the batch has already started")
-    non_anchors = [e for e in batch.essays if not e.is_anchor]
-    n = len(batch.essays)
-    all_pairs = n * (n - 1) // 2
-    first_wave_estimate = min(batch.policy.max_pairs_cap, all_pairs)
-    if batch.requested_mode is not BatchingMode.PROVIDER_BATCH_API:
-        first_wave_estimate = min(first_wave_estimate, n // 2)
-    resolution = resolve(
-        batch.requested_mode, mode_setting, batch.provider, batch.policy, first_wave_estimate
+    mode, source = resolve_batching_mode(
+        batch.requested_mode, mode_setting, batch.provider, batch.policy
     )
-    batch.set_batching_mode(resolution.mode, resolution.source, resolution.preferred_bundle_size)
+    non_anchors = [e for e in batch.essays if not e.is_anchor]
     if len(non_anchors) < 2:
+        batch.set_batching_mode(mode, source, preferred_bundle_size(mode, 0, batch.policy))
         batch.finalize(
             FinalStatus.INSUFFICIENT_ESSAYS,
             failure_reason=DecisionReason.FEWER_THAN_TWO_ESSAYS.value,
             failure_details=f"{len(non_anchors)} non-anchor essay(s); at least 2 are needed",
         )
         return
-    _request_wave(batch, GenerationMode.COVERAGE, {}, now)
+    pairs = _plan_wave(batch, mode, GenerationMode.COVERAGE, {})
+    batch.set_batching_mode(mode, source, preferred_bundle_size(mode, len(pairs), batch.policy))
+    if pairs:
+        _submit_wave(batch, GenerationMode.COVERAGE, pairs, now)
+    else:
+        _decide_and_carry_out(batch, now, pairing_found_nothing=True)
 
 
 def current_scores(batch: CJBatch, *, with_standard_errors: bool = True) -> ScoringResult:
-    """A Bradley-Terry fit of the batch's successes, warm-started from the last decision's
-    scores. Standard errors cost far more than scores on a large batch, so the continuation
-    asks for them only when it finalizes (or when a rule reads them)."""
+    """A Bradley-Terry fit of the batch's successes under the batch's ridge, warm-started
+    from the last decision's scores. Standard errors cost far more than scores on a large
+    batch, so the continuation asks for them only when it finalizes (or when a rule reads
+    them)."""
     return fit_bradley_terry(
         [e.essay_id for e in batch.essays],
         batch.successful_results(),
+        batch.policy.ridge,
         initial=batch.last_scores,
         with_standard_errors=with_standard_errors,
     )
@@ -78,6 +88,13 @@ def build_context(batch: CJBatch, scores: ScoringResult) -> ContinuationContext:
     """The facts ``decide`` needs, taken from the batch's state and a fresh BT fit."""
     essay_ids = [e.essay_id for e in batch.essays]
     history = batch.pair_history()
+    given_up = given_up_pairs(history, batch.policy)
+    ssr = split_half = None
+    if batch.policy.reliability_target is not None and batch.mode is not PROVIDER_BATCH:
+        ssr = scores.reliability
+        split_half = split_half_reliability(
+            essay_ids, batch.verdicts(), ridge=batch.policy.ridge, seed=batch.seed
+        )
     return ContinuationContext(
         wave_number=len(batch.waves),
         essay_count=len(essay_ids),
@@ -87,39 +104,58 @@ def build_context(batch: CJBatch, scores: ScoringResult) -> ContinuationContext:
         successes=batch.successes,
         failures=batch.failures,
         open_comparisons=batch.open_comparisons,
-        pairs_available=count_available_pairs(essay_ids, history),
-        success_coverage=success_coverage(essay_ids, history),
+        pairs_available=count_available_pairs(essay_ids, history, given_up),
+        success_coverage=success_coverage(essay_ids, history, given_up),
         resampling_passes_used=batch.resampling_passes_used,
         is_small_net=is_small_net(len(essay_ids), batch.policy),
         max_score_change=max_score_change(batch.last_scores, scores.score_map()),
         scores=tuple(ScorePoint(s.essay_id, s.score) for s in scores.scores),
+        new_successes=batch.successes_in_last_wave(),
+        pairs_given_up=len(given_up),
+        ssr=ssr,
+        split_half=split_half,
     )
 
 
 def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None:
-    """Build the context, decide, guard, record, carry out. ``None`` while the wave is open."""
+    """Decide what follows a closed wave and carry it out. ``None`` while the wave is open."""
     if not batch.wave_is_closed:
         return None
-    assert batch.mode is not None
-    scores = current_scores(batch, with_standard_errors=False)
+    return _decide_and_carry_out(batch, now)
+
+
+def _decide_and_carry_out(
+    batch: CJBatch, now: datetime, pairing_found_nothing: bool = False
+) -> GuardedDecision | None:
+    """Build the context → decide → guard → record → carry out."""
+    mode = batch.mode
+    assert mode is not None
+    policy = batch.policy
+    # the reliability stopping rule reads SSR, hence standard errors
+    scores = current_scores(batch, with_standard_errors=policy.reliability_target is not None)
     ctx = build_context(batch, scores)
-    raw = decide(ctx, batch.policy)
-    if raw.kind is DecisionKind.WAIT:
-        return None
-    guarded = apply_mode_guards(raw, batch.mode, ctx, batch.policy)
+    if pairing_found_nothing:
+        ctx, guarded = when_pairing_finds_nothing(ctx, mode, policy)
+    else:
+        raw = decide(ctx, policy)
+        if raw.kind is DecisionKind.WAIT:
+            return None
+        guarded = apply_mode_guards(raw, mode, ctx, policy)
 
     next_pairs: tuple[Pair, ...] = ()
     if wants_another_wave(guarded.final):
-        next_pairs = _plan_wave(batch, _generation(guarded.final.kind), scores.score_map())
+        next_pairs = _plan_wave(batch, mode, _generation(guarded.final.kind), scores.score_map())
         if not next_pairs:
-            guarded = when_pairing_finds_nothing(guarded)
+            ctx, guarded = when_pairing_finds_nothing(ctx, mode, policy)
 
     batch.record_decision(guarded, ctx)
     final = guarded.final
     if final.kind in (DecisionKind.FINALIZE_SCORING, DecisionKind.FINALIZE_FAILURE):
         scores = current_scores(batch)  # with standard errors, from the scores just decided
     if final.kind is DecisionKind.FINALIZE_SCORING:
-        batch.finalize(FinalStatus.SCORED, scores.scores, scores.reliability)
+        batch.finalize(
+            FinalStatus.SCORED, scores.scores, scores.reliability, quality=_quality(batch, scores)
+        )
     elif final.kind is DecisionKind.FINALIZE_FAILURE:
         batch.finalize(
             FinalStatus.FAILED,
@@ -128,12 +164,27 @@ def continue_after_wave(batch: CJBatch, now: datetime) -> GuardedDecision | None
             failure_reason=final.reason.value,
             failure_details=(
                 f"{ctx.successes} of {ctx.outcomes} comparisons succeeded; "
-                f"minimum success rate is {batch.policy.min_success_rate}"
+                f"minimum success rate is {policy.min_success_rate}"
             ),
+            quality=_quality(batch, scores),
         )
     else:
         _submit_wave(batch, _generation(final.kind), next_pairs, now)
     return guarded
+
+
+def _quality(batch: CJBatch, scores: ScoringResult) -> BatchQuality | None:
+    """Quality figures from policy version 2 on (version-1 batches recorded none)."""
+    if batch.policy.policy_version < 2:
+        return None
+    return assess(
+        scores,
+        batch.verdicts(),
+        ridge=batch.policy.ridge,
+        seed=batch.seed,
+        min_appearances=batch.policy.min_appearances,
+        sparse_budget=batch.sparse,
+    )
 
 
 def _generation(kind: DecisionKind) -> GenerationMode:
@@ -141,19 +192,20 @@ def _generation(kind: DecisionKind) -> GenerationMode:
 
 
 def _plan_wave(
-    batch: CJBatch, generation: GenerationMode, scores: dict[str, float]
+    batch: CJBatch, mode: BatchingMode, generation: GenerationMode, scores: dict[str, float]
 ) -> tuple[Pair, ...]:
-    assert batch.mode is not None
+    history = batch.pair_history()
     return generate_wave(
         batch_id=str(batch.id),
         seed=batch.seed,
         wave_number=len(batch.waves) + 1,
         generation_mode=generation,
         essay_ids=[e.essay_id for e in batch.essays],
-        history=batch.pair_history(),
+        history=history,
         scores=scores,
         max_pairs=batch.policy.max_pairs_cap - batch.pairs_submitted,
-        all_pairs_in_one_wave=batch.mode is BatchingMode.PROVIDER_BATCH_API,
+        all_pairs_in_one_wave=mode is PROVIDER_BATCH,
+        unavailable=given_up_pairs(history, batch.policy),
     )
 
 
@@ -168,16 +220,6 @@ def _submit_wave(
         preferred_bundle_size=preferred_bundle_size(batch.mode, len(pairs), batch.policy),
         now=now,
     )
-
-
-def _request_wave(
-    batch: CJBatch, generation: GenerationMode, scores: dict[str, float], now: datetime
-) -> None:
-    pairs = _plan_wave(batch, generation, scores)
-    if not pairs:
-        batch.finalize(FinalStatus.SCORED, current_scores(batch).scores, None)
-        return
-    _submit_wave(batch, generation, pairs, now)
 
 
 def record_outcome(batch: CJBatch, outcome: ComparisonOutcome, now: datetime) -> bool:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 
-from application.batches import BatchApplication, BatchNotFound, RegisterBatch
+from application.batches import BatchApplication, BatchConflict, BatchNotFound, RegisterBatch
 from application.dispatcher import InMemoryPositionStore, OutboxDispatcher
 from domain.batch import CJBatch, OutcomeRejected
 from domain.continuation import DecisionKind
-from domain.policy import BatchPolicy
+from domain.policy import BatchPolicy, as_recorded
 from domain.values import (
     BatchingMode,
     ComparisonOutcome,
+    Essay,
     FailureSource,
     FinalStatus,
     GenerationMode,
@@ -81,12 +83,37 @@ def test_replay_rebuilds_the_live_state(make_app: AppFactory) -> None:
     assert replayed.version == stored_now.version
 
 
-def test_registering_the_same_reference_twice_is_a_no_op(make_app: AppFactory) -> None:
+def test_registering_the_same_request_twice_is_a_no_op(make_app: AppFactory) -> None:
     app = make_app()
-    first = app.submit(RegisterBatch("same-ref", essays(4)))
+    first = app.submit(RegisterBatch("same-ref", essays(4), seed=3, budget_override=50))
     head = app.recorder.max_notification_id()
-    second = app.submit(RegisterBatch("same-ref", essays(9)))
+    second = app.submit(RegisterBatch("same-ref", essays(4), seed=3, budget_override=50))
     assert first == second
+    assert app.recorder.max_notification_id() == head
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ({"essays": essays(9)}, "essays"),
+        ({"essays": (*essays(3), Essay("essay-03", "other-hash"))}, "essays"),
+        ({"seed": 4}, "seed"),
+        ({"budget_override": 40}, "budget"),
+        ({"requested_mode": BatchingMode.PER_REQUEST}, "requested mode"),
+        ({"model": "another-judge"}, "model"),
+    ],
+)
+def test_the_same_reference_with_different_content_is_refused(
+    make_app: AppFactory, change: dict[str, Any], named: str
+) -> None:
+    app = make_app()
+    original = {"essays": essays(4), "seed": 3, "budget_override": 50}
+    batch_id = app.submit(RegisterBatch("same-ref", **original))
+    head = app.recorder.max_notification_id()
+    with pytest.raises(BatchConflict) as refused:
+        app.submit(RegisterBatch("same-ref", **{**original, **change}))
+    assert str(batch_id) in str(refused.value)
+    assert named in str(refused.value)
     assert app.recorder.max_notification_id() == head
 
 
@@ -244,24 +271,39 @@ def test_small_net_covers_then_resamples_at_most_four_times(make_app: AppFactory
     assert kinds[-1] is DecisionKind.FINALIZE_SCORING
 
 
+NEVER_STABLE_V1 = as_recorded(
+    BatchPolicy(max_pairs_cap=40, policy_version=1, min_successes_for_stability=10**9)
+)
+
+
 @pytest.mark.parametrize(
     ("failure_rate", "reason"), [(1.0, "zero_successes"), (0.5, "low_success_rate")]
 )
-def test_failing_judges_fail_the_batch_once_the_cap_is_hit(
+def test_under_policy_1_failing_judges_fail_the_batch_once_the_cap_is_hit(
     make_app: AppFactory, failure_rate: float, reason: str
 ) -> None:
     app = make_app()
-    # Stability is switched off so that only the success-rate rule can end the batch. A
-    # threshold of 0.0 alone does not do it: a wave of failures moves no score, and until
-    # issue 8 requires new evidence that reads as "stable".
-    never_stable = BatchPolicy(
-        max_pairs_cap=40, stability_threshold=0.0, min_successes_for_stability=10**9
-    )
-    batch_id = run_batch(app, n=10, failure_rate=failure_rate, policy=never_stable)
+    # Stability is switched off so that only the success-rate rule can end the batch:
+    # under policy 1 a wave of failures moves no score, which reads as "stable".
+    batch_id = run_batch(app, n=10, failure_rate=failure_rate, policy=NEVER_STABLE_V1)
     batch = app.get_batch(batch_id)
     assert batch.final_status is FinalStatus.FAILED
     assert batch.failure_reason == reason
     assert batch.pairs_submitted == 40
+
+
+@pytest.mark.parametrize("failure_rate", [1.0, 0.5])
+def test_failing_judges_fail_the_batch_as_soon_as_the_rate_is_unreachable(
+    make_app: AppFactory, failure_rate: float
+) -> None:
+    app = make_app()
+    batch_id = run_batch(app, n=10, failure_rate=failure_rate, policy=BatchPolicy(max_pairs_cap=40))
+    batch = app.get_batch(batch_id)
+    assert batch.final_status is FinalStatus.FAILED
+    assert batch.failure_reason == "success_rate_unreachable"
+    # (1 - 0.8) x 40 = 8 failures can be absorbed; the wave that brings the 9th ends it.
+    assert 8 < batch.failures <= 8 + 5
+    assert batch.pairs_submitted < 40
 
 
 def test_fewer_than_two_non_anchor_essays_finalize_at_once(make_app: AppFactory) -> None:

@@ -7,11 +7,18 @@ from dataclasses import replace
 import pytest
 
 from domain.batching import resolve_batching_mode
-from domain.continuation import ContinuationContext, DecisionKind, apply_mode_guards, decide
-from domain.policy import BatchPolicy
+from domain.continuation import (
+    ContinuationContext,
+    DecisionKind,
+    apply_mode_guards,
+    decide,
+    when_pairing_finds_nothing,
+)
+from domain.policy import BatchPolicy, as_recorded
 from domain.values import BatchingMode
 
 POLICY = BatchPolicy()
+POLICY_V1 = as_recorded(BatchPolicy(policy_version=1))
 
 # A regular 24-essay net after its first 12-pair wave, all successful: nothing is decided
 # by this baseline; each row below changes what its rule needs.
@@ -29,6 +36,7 @@ BASE = ContinuationContext(
     resampling_passes_used=0,
     is_small_net=False,
     max_score_change=None,
+    new_successes=12,
 )
 SMALL = replace(
     BASE,
@@ -210,6 +218,140 @@ def test_a_batch_is_never_left_idle() -> None:
     for _, ctx, *_ in CASES:
         if ctx.open_comparisons == 0:
             assert decide(ctx, POLICY).kind is not DecisionKind.WAIT
+
+
+# Rules that changed with policy version 2: what version 1 decided (still what a batch
+# registered under it decides) and what version 2 decides.
+V2_CASES = [
+    # id, context, (v1 kind, v1 reason), (v2 kind, v2 reason)
+    (
+        "failed_wave_leaves_scores_unchanged_not_stable",
+        replace(
+            BASE,
+            wave_number=2,
+            pairs_submitted=24,
+            outcomes=24,
+            successes=12,
+            failures=12,
+            new_successes=0,
+            max_score_change=0.0,
+        ),
+        (D.FINALIZE_SCORING, "stable"),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+    ),
+    (
+        "stable_needs_the_success_rate",
+        replace(
+            BASE, outcomes=20, successes=15, failures=5, new_successes=3, max_score_change=0.01
+        ),
+        (D.FINALIZE_SCORING, "stable"),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+    ),
+    (
+        "stable_with_new_successes_and_the_rate",
+        replace(
+            BASE, outcomes=20, successes=16, failures=4, new_successes=1, max_score_change=0.01
+        ),
+        (D.FINALIZE_SCORING, "stable"),
+        (D.FINALIZE_SCORING, "stable"),
+    ),
+    (
+        "failures_beyond_what_the_budget_can_absorb_fail_at_once",
+        replace(BASE, pairs_submitted=36, outcomes=36, successes=11, failures=25),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+        (D.FINALIZE_FAILURE, "success_rate_unreachable"),
+    ),
+    (
+        "failures_exactly_at_the_limit_keep_asking",
+        replace(BASE, pairs_submitted=36, outcomes=36, successes=12, failures=24),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+    ),
+    (
+        "zero_successes_unreachable_before_cap",
+        replace(BASE, pairs_submitted=36, outcomes=36, successes=0, failures=36),
+        (D.REQUEST_MORE_COMPARISONS, "more_pairs_available"),
+        (D.FINALIZE_FAILURE, "success_rate_unreachable"),
+    ),
+    (
+        "cap_reason_still_wins_at_the_cap",
+        replace(BASE, pairs_submitted=120, outcomes=120, successes=0, failures=120),
+        (D.FINALIZE_FAILURE, "zero_successes"),
+        (D.FINALIZE_FAILURE, "zero_successes"),
+    ),
+    (
+        "pairing_found_nothing_is_a_cap_for_the_success_rate",
+        replace(BASE, successes=5, failures=7, pairing_found_nothing=True),
+        (D.FINALIZE_FAILURE, "low_success_rate"),
+        (D.FINALIZE_FAILURE, "low_success_rate"),
+    ),
+    (
+        "pairing_found_nothing_never_asks_again",
+        replace(SMALL, max_score_change=0.5, pairing_found_nothing=True),
+        (D.FINALIZE_SCORING, "nothing_left_to_ask"),
+        (D.FINALIZE_SCORING, "nothing_left_to_ask"),
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("ctx", "v1", "v2"), [c[1:] for c in V2_CASES], ids=[c[0] for c in V2_CASES]
+)
+def test_policy_version_2_rules_and_version_1_unchanged(
+    ctx: ContinuationContext,
+    v1: tuple[DecisionKind, str],
+    v2: tuple[DecisionKind, str],
+) -> None:
+    old, new = decide(ctx, POLICY_V1), decide(ctx, POLICY)
+    assert (old.kind, old.reason.value) == v1
+    assert (new.kind, new.reason.value) == v2
+
+
+RELIABILITY = replace(POLICY, reliability_target=0.8)
+
+
+@pytest.mark.parametrize(
+    ("policy", "ssr", "split_half", "expected"),
+    [
+        (POLICY, 0.95, 0.95, "more_pairs_available"),  # off by default
+        (RELIABILITY, 0.85, 0.80, "reliability_reached"),  # both reach the target
+        (RELIABILITY, 0.90, 0.79, "more_pairs_available"),  # split-half short
+        (RELIABILITY, 0.79, 0.95, "more_pairs_available"),  # SSR short
+        (RELIABILITY, 0.95, None, "more_pairs_available"),  # not estimated
+    ],
+)
+def test_reliability_stopping_rule(
+    policy: BatchPolicy, ssr: float, split_half: float | None, expected: str
+) -> None:
+    ctx = replace(BASE, max_score_change=0.5, ssr=ssr, split_half=split_half)
+    assert decide(ctx, policy).reason.value == expected
+
+
+@pytest.mark.parametrize(
+    ("mode", "ctx", "kind", "reason"),
+    [
+        (BatchingMode.SERIAL_BUNDLE, BASE, D.FINALIZE_SCORING, "nothing_left_to_ask"),
+        (
+            BatchingMode.SERIAL_BUNDLE,
+            replace(BASE, successes=5, failures=7),
+            D.FINALIZE_FAILURE,
+            "low_success_rate",
+        ),
+        (
+            BatchingMode.PER_REQUEST,
+            replace(SMALL, max_score_change=0.5),
+            D.FINALIZE_SCORING,
+            "nothing_left_to_ask",
+        ),
+    ],
+)
+def test_when_pairing_finds_nothing_the_rules_still_apply(
+    mode: BatchingMode, ctx: ContinuationContext, kind: DecisionKind, reason: str
+) -> None:
+    exhausted, guarded = when_pairing_finds_nothing(ctx, mode, POLICY)
+    assert exhausted.pairing_found_nothing
+    assert (guarded.final.kind, guarded.final.reason.value) == (kind, reason)
+    assert guarded.raw == decide(exhausted, POLICY)
 
 
 GUARD_CASES = [
