@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from domain.batch import CJBatch
+from domain.quality import BatchQuality
 
 
 @dataclass(frozen=True)
@@ -60,6 +61,8 @@ class BatchReport:
     event_count: int
     comparisons_requested: int
     outcomes: int
+    sparse: bool = False
+    quality: BatchQuality | None = None
 
 
 def build_report(events: Sequence[Any]) -> BatchReport:
@@ -72,6 +75,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
     waves: list[WaveLine] = []
     rankings: tuple[RankingLine, ...] = ()
     reliability = None
+    quality: BatchQuality | None = None
     requested = outcomes = 0
     for event in events:
         if isinstance(event, CJBatch.BatchingModeSet):
@@ -103,6 +107,7 @@ def build_report(events: Sequence[Any]) -> BatchReport:
             status = event.status.value
             failure_reason = event.failure_reason
             reliability = event.reliability
+            quality = event.quality
             rankings = tuple(
                 RankingLine(s.essay_id, s.score, s.se, s.rank, s.comparisons) for s in event.scores
             )
@@ -120,6 +125,8 @@ def build_report(events: Sequence[Any]) -> BatchReport:
         event_count=len(events),
         comparisons_requested=requested,
         outcomes=outcomes,
+        sparse=registered.sparse,
+        quality=quality,
     )
 
 

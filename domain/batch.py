@@ -52,8 +52,7 @@ class SparseBudget(CommandRejected):
     def __init__(self, budget: int, essays: int, appearances: int, smallest: int) -> None:
         super().__init__(
             f"a budget of {budget} comparisons cannot give each of the {essays} essays "
-            f"{appearances} comparisons; the smallest budget that can is {smallest} "
-            "(or accept a sparse batch explicitly)"
+            f"{appearances} comparisons; the smallest budget that can is {smallest}"
         )
         self.smallest = smallest
 

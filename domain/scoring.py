@@ -42,7 +42,7 @@ the rounding error of the other Hessian entries and the Newton system turns sing
 
 _TIE_DECIMALS = 9
 """Scores equal to this many decimals count as tied when ranking: differences smaller
-than the solver's accuracy are rounding noise, and the essay id should decide instead."""
+than the solver's accuracy are rounding noise: such essays share a rank (listed by id)."""
 
 
 def fit_bradley_terry(
@@ -80,7 +80,8 @@ def fit_bradley_terry(
     scores on a large batch — and every ``se`` is NaN and ``reliability`` is ``None``:
     the continuation rules read scores only; finalization asks for SEs.
 
-    ``scores`` come back best first. Ranks run from 1 with ties broken by essay id, and
+    ``scores`` come back best first (ties listed by essay id). Ranks run from 1; tied
+    scores share a rank (competition ranking: 1, 2, 2, 4), and
     ``comparisons`` counts the successful comparisons each essay took part in.
     ``reliability`` is the scale separation reliability (see
     ``scale_separation_reliability``).
@@ -104,7 +105,9 @@ def fit_bradley_terry(
         ses, reliability = np.full(n, np.nan), None
     comparisons = np.bincount(winners, minlength=n) + np.bincount(losers, minlength=n)
 
-    order = sorted(range(n), key=lambda i: (-round(float(theta[i]), _TIE_DECIMALS), ids[i]))
+    tied = [round(float(t), _TIE_DECIMALS) for t in theta]
+    order = sorted(range(n), key=lambda i: (-tied[i], ids[i]))
+    ranks = competition_ranks([tied[i] for i in order])
     scores = tuple(
         EssayScore(
             essay_id=ids[i],
@@ -113,9 +116,19 @@ def fit_bradley_terry(
             rank=rank,
             comparisons=int(comparisons[i]),
         )
-        for rank, i in enumerate(order, start=1)
+        for rank, i in zip(ranks, order, strict=True)
     )
     return ScoringResult(scores=scores, reliability=reliability)
+
+
+def competition_ranks(scores_best_first: Sequence[float]) -> list[int]:
+    """Competition ranking ("1224"): tied scores share the best rank among them and the
+    next score's rank counts everyone above it."""
+    ranks: list[int] = []
+    for position, score in enumerate(scores_best_first, start=1):
+        tie = position > 1 and score == scores_best_first[position - 2]
+        ranks.append(ranks[-1] if tie else position)
+    return ranks
 
 
 def scale_separation_reliability(

@@ -19,7 +19,7 @@ import structlog
 from application.batches import BatchApplication, RecordStatus
 from application.dispatcher import OutboxDispatcher
 from application.ports import ComparisonRequest
-from domain.values import ComparisonOutcome
+from domain.values import ComparisonOutcome, FailureDetails
 from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
 
 log = structlog.get_logger("cjledger.embedded")
@@ -36,6 +36,37 @@ def through_contract(execute: MessageExecutor) -> Executor:
     def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
         answers = execute([ComparisonRequestV1.from_request(r) for r in requests])
         return [(UUID(m.batch_id), m.to_domain()) for m in answers]
+
+    return run
+
+
+def with_outage(execute: Executor, waves: frozenset[int]) -> Executor:
+    """A provider outage during ``waves``: every comparison of those waves fails (the
+    provider is never reached); other waves go to ``execute`` as usual."""
+    if not waves:
+        return execute
+
+    def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
+        down = [r for r in requests if r.wave_number in waves]
+        answers = (
+            execute([r for r in requests if r.wave_number not in waves])
+            if len(down) < len(requests)
+            else []
+        )
+        return answers + [
+            (
+                UUID(r.batch_id),
+                ComparisonOutcome(
+                    r.comparison_id,
+                    failure=FailureDetails(
+                        "PROVIDER_UNAVAILABLE",
+                        f"simulated provider outage during wave {r.wave_number}",
+                        retryable=False,
+                    ),
+                ),
+            )
+            for r in down
+        ]
 
     return run
 

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from domain.values import BatchingMode
-from infrastructure.cli.app import app
+from infrastructure.cli.app import app, fail
 from infrastructure.cli.common import make_console, open_app
 
 if TYPE_CHECKING:
@@ -44,21 +44,42 @@ def demo(
     store: Annotated[
         Path, typer.Option("--store", dir_okay=False, help="SQLite event store file")
     ] = DEFAULT_STORE,
+    outage: Annotated[
+        str | None,
+        typer.Option(
+            metavar="WAVE[,WAVE...]",
+            help="simulate a provider outage: every comparison of these waves fails",
+        ),
+    ] = None,
+    allow_sparse: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sparse",
+            help="accept a budget too small for every essay to get min_appearances comparisons",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
     """Run one batch end to end with the in-process simulated judge."""
-    from application.batches import RegisterBatch
+    from application.batches import BatchConflict, RegisterBatch
     from application.dispatcher import OutboxDispatcher
     from application.reports import build_report
+    from domain.batch import SparseBudget
     from domain.policy import BatchPolicy
     from domain.values import Essay
-    from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
+    from infrastructure.embedded import (
+        InProcessTransport,
+        run_until_idle,
+        through_contract,
+        with_outage,
+    )
     from infrastructure.logging import configure_logging
     from infrastructure.lps.embedded import EmbeddedLPS
     from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
     from infrastructure.persistence.positions import position_store_for
 
     configure_logging(json_logs=False, level="WARNING")
+    outage_waves = parse_waves(outage)
     essay_ids = [f"essay-{i:03d}" for i in range(1, essays + 1)]
     thetas = draw_thetas(essay_ids, seed, spread)
     policy = BatchPolicy() if budget is None else BatchPolicy(max_pairs_cap=budget)
@@ -67,6 +88,8 @@ def demo(
         external_ref=(
             f"demo:essays={essays}:mode={mode.value if mode else 'default'}:budget={budget}:"
             f"failure_rate={failure_rate}:seed={seed}:spread={spread}"
+            + (f":outage={','.join(map(str, sorted(outage_waves)))}" if outage_waves else "")
+            + (":sparse" if allow_sparse else "")
         ),
         essays=tuple(Essay(eid, f"sha256:demo-{seed}-{eid}") for eid in essay_ids),
         provider="simulated",
@@ -74,13 +97,20 @@ def demo(
         requested_mode=mode,
         seed=seed,
         policy=policy,
+        allow_sparse=allow_sparse,
     )
     lps = EmbeddedLPS(SimulatedJudge(thetas, seed=seed, failure_rate=failure_rate))
     with open_app(store, must_exist=False) as cj:
-        batch_id = cj.submit(command)
+        try:
+            batch_id = cj.submit(command)
+        except SparseBudget as sparse:
+            fail(f"{sparse}: pass --budget {sparse.smallest}, or --allow-sparse to run it anyway")
+        except BatchConflict as conflict:
+            fail(str(conflict))
         transport = InProcessTransport()
         dispatcher = OutboxDispatcher(cj, transport, position_store_for(cj))
-        run_until_idle(cj, dispatcher, transport, through_contract(lps.execute))
+        execute = with_outage(through_contract(lps.execute), outage_waves)
+        run_until_idle(cj, dispatcher, transport, execute)
         report = build_report(cj.batch_events(batch_id))
         document = demo_document(report, thetas, lps.stats())
         document["wave_closings"] = [
@@ -92,6 +122,19 @@ def demo(
         print(json.dumps(document, indent=2))
     else:
         render(report, document, thetas, store)
+
+
+def parse_waves(value: str | None) -> frozenset[int]:
+    """``--outage 2`` or ``--outage 2,5``: wave numbers from 1."""
+    if value is None:
+        return frozenset()
+    try:
+        waves = frozenset(int(part) for part in value.split(","))
+    except ValueError:
+        fail(f"--outage takes wave numbers separated by commas (e.g. 2,5), got {value!r}")
+    if not waves or min(waves) < 1:
+        fail(f"--outage wave numbers start at 1, got {value!r}")
+    return waves
 
 
 def spearman(report: BatchReport, thetas: dict[str, float]) -> float | None:
@@ -135,6 +178,8 @@ def demo_document(
             for r in report.rankings
         ],
         "reliability": report.reliability,
+        "sparse": report.sparse,
+        "quality": None if report.quality is None else asdict(report.quality),
         "spearman": spearman(report, thetas),
         "event_count": report.event_count,
         "lps": lps_stats,
@@ -210,6 +255,21 @@ def render(
         f"provider calls, {lps['bundles']} bundles (max {lps['max_bundle_size']}), "
         f"{lps['jobs']} batch jobs; outcomes {lps['outcomes']}"
     )
+    quality = report.quality
+    if quality is not None:
+        bias = quality.position_bias
+        split = "-" if quality.split_half is None else f"{quality.split_half:.3f}"
+        first = (
+            "-"
+            if bias.first_shown_win_rate is None
+            else f"{bias.first_shown_win_rate:.3f} [{bias.ci_low:.3f}, {bias.ci_high:.3f}]"
+        )
+        misfits = [e.essay_id for e in quality.essays if e.misfit]
+        console.print(
+            f"Quality: split-half {split}   first-shown win rate {first}   "
+            f"mean SE {quality.mean_se:.3f}   never compared {quality.never_compared}   "
+            f"misfits {', '.join(misfits) or 'none'}   flags {', '.join(quality.flags) or 'none'}"
+        )
     status = report.status + (f" ({report.failure_reason})" if report.failure_reason else "")
     console.print(f"[bold]Final status: {status}[/bold]")
     console.print(f"Audit it: cjledger batches history {report.batch_id} --store {store}")

@@ -137,10 +137,17 @@ def submit(
         int | None, typer.Option(min=1, help="comparison budget (lowers max_pairs_cap)")
     ] = None,
     seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
+    allow_sparse: Annotated[
+        bool,
+        typer.Option(
+            "--allow-sparse",
+            help="accept a budget too small for every essay to get min_appearances comparisons",
+        ),
+    ] = False,
 ) -> None:
     """Register and start a batch from FILE; print its id. Idempotent per reference."""
     from application.batches import RegisterBatch
-    from domain.batch import CommandRejected
+    from domain.batch import CommandRejected, SparseBudget
     from domain.policy import BatchPolicy
     from infrastructure.logging import configure_logging
     from infrastructure.persistence.bootstrap import open_batch_application
@@ -156,6 +163,7 @@ def submit(
         budget_override=budget,
         seed=seed,
         policy=BatchPolicy(max_pairs_cap=settings.max_pairs_cap),
+        allow_sparse=allow_sparse,
     )
     try:
         env = eventsourcing_env(settings.database_url)
@@ -167,6 +175,8 @@ def submit(
         fail(f"cannot open the event store: {type(error).__name__}: {error}", code=1)
     try:
         batch_id = cj.submit(command)
+    except SparseBudget as sparse:
+        fail(f"{sparse}: pass --budget {sparse.smallest}, or --allow-sparse to run it anyway")
     except (CommandRejected, ValueError) as rejected:
         fail(str(rejected))
     finally:

@@ -18,6 +18,7 @@ from domain import bradley_terry
 from domain.scoring import (
     DEFAULT_RIDGE,
     MIN_RIDGE,
+    competition_ranks,
     fit_bradley_terry,
     scale_separation_reliability,
 )
@@ -144,13 +145,42 @@ def test_ranks_follow_scores_with_best_first() -> None:
         pytest.param([], ["a", "b", "c"], id="no-results"),
     ],
 )
-def test_tied_scores_are_ranked_by_essay_id(
+def test_tied_scores_share_a_rank_and_are_listed_by_essay_id(
     results: list[tuple[str, str]], expected_order: list[str]
 ) -> None:
     result = fit_bradley_terry(["c", "b", "a"], results)
 
     assert [s.essay_id for s in result.scores] == expected_order
-    assert [s.rank for s in result.scores] == [1, 2, 3]
+    assert [s.rank for s in result.scores] == [1, 1, 1]
+
+
+def test_ties_use_competition_ranking() -> None:
+    # a beats b and c once each; b and c are symmetric, hence tied; d loses to all three.
+    results = [("a", "b"), ("a", "c"), ("b", "d"), ("c", "d"), ("a", "d")]
+
+    result = fit_bradley_terry(["d", "c", "b", "a"], results)
+
+    assert [(s.essay_id, s.rank) for s in result.scores] == [
+        ("a", 1),
+        ("b", 2),
+        ("c", 2),
+        ("d", 4),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("scores", "ranks"),
+    [
+        ([], []),
+        ([3.0], [1]),
+        ([3.0, 2.0, 1.0], [1, 2, 3]),
+        ([3.0, 2.0, 2.0, 1.0], [1, 2, 2, 4]),
+        ([1.0, 1.0, 1.0], [1, 1, 1]),
+        ([5.0, 5.0, 0.0, 0.0, -1.0], [1, 1, 3, 3, 5]),
+    ],
+)
+def test_competition_ranks(scores: list[float], ranks: list[int]) -> None:
+    assert competition_ranks(scores) == ranks
 
 
 def test_comparisons_count_every_success_an_essay_took_part_in() -> None:
@@ -320,7 +350,7 @@ def test_fit_properties_hold_for_any_batch_and_ridge(
     scores = [s.score for s in result.scores]
 
     assert sorted(s.essay_id for s in result.scores) == ids
-    assert [s.rank for s in result.scores] == list(range(1, len(ids) + 1))
+    assert [s.rank for s in result.scores] == competition_ranks([round(x, 9) for x in scores])
     assert all(a >= b - 1e-9 for a, b in itertools.pairwise(scores))
     assert abs(sum(scores)) < 1e-9
     assert all(math.isfinite(s.score) and math.isfinite(s.se) and s.se > 0 for s in result.scores)
