@@ -82,6 +82,7 @@ def run_batch(
     ref: str = "batch-1",
     seed: int = 5,
     policy: BatchPolicy | None = None,
+    allow_sparse: bool = False,
 ) -> UUID:
     """Submit a batch and drive it to its end through the dispatcher and a fake judge."""
     batch_id = app.submit(
@@ -92,6 +93,7 @@ def run_batch(
             budget_override=budget,
             seed=seed,
             policy=policy or BatchPolicy(),
+            allow_sparse=allow_sparse,
         )
     )
     transport = InProcessTransport()
