@@ -94,19 +94,90 @@ def test_three_essay_demo_covers_then_resamples(
     assert [(w["generation_mode"], w["pairs"]) for w in waves[:3]] == [("coverage", 1)] * 3
     assert all(w["generation_mode"] == "resampling" for w in waves[3:])
     kinds = [d["decision"] for d in doc["decisions"]]
-    assert kinds.count("RESAMPLE") <= 4
+    # One RESAMPLE decision per resampling wave; the batch stops at the fourth pass or
+    # earlier, for stability, and says which.
+    assert kinds.count("RESAMPLE") == len(waves) - 3 >= 1
+    if kinds.count("RESAMPLE") == 4:
+        assert doc["decisions"][-1]["reason"] == "small_net_passes_exhausted"
+    else:
+        assert doc["decisions"][-1]["reason"] == "stable"
     assert kinds[-1] == "FINALIZE_SCORING"
 
 
-@pytest.mark.parametrize(
-    ("failure_rate", "reason"), [("1.0", "zero_successes"), ("0.3", "low_success_rate")]
-)
-def test_failing_judge_fails_the_batch(
-    capsys: pytest.CaptureFixture[str], tmp_path: Path, failure_rate: str, reason: str
+@pytest.mark.parametrize(("failure_rate", "at_most"), [("1.0", 36), ("0.3", 119)])
+def test_failing_judge_fails_the_batch_once_its_success_rate_is_unreachable(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path, failure_rate: str, at_most: int
 ) -> None:
     doc = demo_json(capsys, tmp_path / "s.db", "--failure-rate", failure_rate)
     assert doc["status"] == "failed"
-    assert doc["failure_reason"] == reason
+    assert doc["failure_reason"] == "success_rate_unreachable"
+    assert doc["decisions"][-1]["reason"] == "success_rate_unreachable"
+    assert sum(w["pairs"] for w in doc["waves"]) <= at_most
+    assert doc["decisions"][-1]["failures"] > (1 - 0.8) * 120
+
+
+def test_no_stable_decision_follows_a_provider_outage(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = demo_json(capsys, tmp_path / "s.db", "--essays", "24", "--outage", "2")
+    after = doc["decisions"][1]
+    assert after["wave"] == 2 and after["failures"] == 12
+    assert after["reason"] != "stable"
+    assert after["decision"] in ("REQUEST_MORE_COMPARISONS", "FINALIZE_FAILURE")
+
+
+QUALITY_KEYS = {
+    "ssr",
+    "split_half",
+    "position_bias",
+    "mean_se",
+    "max_se",
+    "never_compared",
+    "flags",
+    "essays",
+}
+
+
+def test_demo_json_reports_the_quality_figures(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = demo_json(capsys, tmp_path / "s.db")
+    quality = doc["quality"]
+    assert set(quality) == QUALITY_KEYS
+    assert set(quality["position_bias"]) == {"first_shown_win_rate", "ci_low", "ci_high"}
+    assert quality["ssr"] == doc["reliability"] and 0 < quality["ssr"] <= 1
+    assert 0 < quality["split_half"] <= 1
+    bias = quality["position_bias"]
+    assert bias["ci_low"] <= 0.5 <= bias["ci_high"]  # the simulated judge is unbiased
+    assert len(quality["essays"]) == 24
+    for essay in quality["essays"]:
+        assert set(essay) == {"essay_id", "comparisons", "infit", "outfit", "misfit"}
+        assert essay["infit"] > 0 and essay["outfit"] > 0
+    assert quality["never_compared"] == 0
+    assert isinstance(quality["flags"], list)
+    assert quality["max_se"] >= quality["mean_se"] > 0
+
+
+def test_a_budget_too_small_for_the_essays_is_refused_naming_the_smallest(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    code, out, err = run_cli(capsys, "demo", "--store", str(tmp_path / "s.db"), "--essays", "300")
+    assert code == 2
+    assert out == ""
+    assert err.startswith("error: ") and len(err.strip().splitlines()) == 1
+    assert "smallest budget that can is 300" in err and "--budget 300" in err
+    doc = demo_json(capsys, tmp_path / "s.db", "--essays", "300", "--budget", "300")
+    assert doc["status"] == "scored" and not doc["sparse"]
+    assert doc["quality"]["never_compared"] == 0
+
+
+def test_a_sparse_demo_runs_when_accepted_and_is_flagged(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    doc = demo_json(capsys, tmp_path / "s.db", "--essays", "300", "--allow-sparse")
+    assert doc["sparse"]
+    assert "sparse_budget" in doc["quality"]["flags"]
+    assert doc["quality"]["never_compared"] == 300 - 2 * 120
 
 
 @pytest.mark.parametrize("mode", ["per_request", "serial_bundle"])
@@ -168,6 +239,8 @@ def test_history_lists_events_and_state_at_a_version(
         ["demo", "--essays", "0"],
         ["demo", "--mode", "bogus"],
         ["demo", "--failure-rate", "1.5"],
+        ["demo", "--outage", "two"],
+        ["demo", "--outage", "0"],
         ["demo", "--no-such-option"],
         ["batches", "history", "not-a-uuid"],
         ["batches", "history", "1eb39360-606c-5c29-82c4-b229c0927ca3", "--store", "/nope.db"],
