@@ -199,8 +199,12 @@ def split_half_reliability(
         order = list(range(len(results)))
         random.Random(f"{seed}:split-half:{split}").shuffle(order)
         half = len(order) // 2
-        first = fit_bradley_terry(essay_ids, [results[i] for i in order[:half]], ridge)
-        second = fit_bradley_terry(essay_ids, [results[i] for i in order[half:]], ridge)
+        first = fit_bradley_terry(
+            essay_ids, [results[i] for i in order[:half]], ridge, with_standard_errors=False
+        )
+        second = fit_bradley_terry(
+            essay_ids, [results[i] for i in order[half:]], ridge, with_standard_errors=False
+        )
         a, b = first.score_map(), second.score_map()
         x = np.array([a[e] for e in essay_ids])
         y = np.array([b[e] for e in essay_ids])

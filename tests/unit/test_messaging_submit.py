@@ -76,9 +76,9 @@ def test_submitting_the_same_file_twice_starts_one_batch(
         (["{not json"], "essays.jsonl:1: not valid JSON"),
         ([{"essay_id": "e1"}], "essays.jsonl:1: text: Field required"),
         ([{"essay_id": "e1", "text": "x", "grade": "A"}], "grade: Extra inputs"),
-        ([{"essay_id": "", "text": "x"}], "essay_id: Value error, essay id '' is blank"),
-        ([{"essay_id": "   ", "text": "x"}], "essay_id: Value error, essay id '   ' is blank"),
-        ([{"essay_id": "e\u0007", "text": "x"}], "contains control characters"),
+        ([{"essay_id": "", "text": "x"}], "essay_id: String should have at least 1"),
+        ([{"essay_id": "   ", "text": "x"}], "essay_id: Value error, must not start or end"),
+        ([{"essay_id": "e\u0007", "text": "x"}], "must not contain control characters"),
         ([{"essay_id": "e1", "text": "x", "is_anchor": "yes"}], "is_anchor"),
         (
             [{"essay_id": "e1", "text": "x"}, "", {"essay_id": "e1", "text": "y"}],

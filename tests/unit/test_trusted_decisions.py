@@ -62,7 +62,8 @@ def test_a_wave_that_only_failed_is_not_stable(
     after_outage = decisions(app, batch_id)[1]
     assert after_outage.context.wave_number == 2
     assert after_outage.context.failures == 12
-    assert after_outage.context.max_score_change == 0.0
+    assert after_outage.context.max_score_change is not None
+    assert after_outage.context.max_score_change < 1e-9  # no new evidence, no movement
     assert (after_outage.reason == "stable") is stable_after_outage
     if not stable_after_outage:
         assert after_outage.context.new_successes == 0
