@@ -31,6 +31,11 @@ class ComparisonRequest:
     requested_at: datetime
     deadline_at: datetime
     correlation_id: str
+    # filled from the content store as the request leaves (never stored in an event)
+    essay_a_text: str = ""
+    essay_b_text: str = ""
+    instructions: str = ""
+    rubric: str = ""
 
 
 class RequestTransport(Protocol):

@@ -20,7 +20,11 @@ from application.batches import BatchApplication, RecordStatus
 from application.dispatcher import OutboxDispatcher
 from application.ports import ComparisonRequest
 from domain.values import ComparisonOutcome, FailureDetails
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    ComparisonRequestV1,
+    ComparisonRequestV2,
+)
 
 log = structlog.get_logger("cjledger.embedded")
 
@@ -34,7 +38,7 @@ def through_contract(execute: MessageExecutor) -> Executor:
     message contract exactly as the broker path does (LPS never sees CJ's types)."""
 
     def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
-        answers = execute([ComparisonRequestV1.from_request(r) for r in requests])
+        answers = execute([ComparisonRequestV2.from_request(r) for r in requests])
         return [(UUID(m.batch_id), m.to_domain()) for m in answers]
 
     return run

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 from typing import Protocol
@@ -32,6 +32,10 @@ class ProviderItem:
     essay_b: str
     model: str
     overrides: OverrideItems = ()
+    essay_a_text: str = field(default="", repr=False)
+    essay_b_text: str = field(default="", repr=False)
+    instructions: str = field(default="", repr=False)
+    rubric: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)
@@ -45,15 +49,27 @@ class ProviderVerdict:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    raw_answer: str | None = field(default=None, repr=False)
+    prompt_template_version: str | None = None
+    #: the model the provider says answered (``None``: the one asked for)
+    model: str | None = None
 
 
 @dataclass(frozen=True)
 class ProviderFailure:
-    """Why one item (or a whole call) failed, and whether trying again could help."""
+    """Why one item (or a whole call) failed, and whether trying again could help.
+
+    An answer that could not be understood keeps its ``raw_answer`` (and the tokens it
+    cost): it is evidence, and it was paid for.
+    """
 
     code: str
     message: str
     retryable: bool
+    raw_answer: str | None = field(default=None, repr=False)
+    prompt_template_version: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -75,14 +91,43 @@ class ProviderError(Exception):
     default_code = LPSErrorCode.PROVIDER_ERROR.value
     default_retryable = False
 
-    def __init__(self, message: str, *, code: str | None = None, retryable: bool | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        retryable: bool | None = None,
+        raw_answer: str | None = None,
+        prompt_template_version: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
+    ):
         super().__init__(message)
         self.message = message
         self.code = code if code is not None else self.default_code
         self.retryable = retryable if retryable is not None else self.default_retryable
+        self.raw_answer = raw_answer
+        self.prompt_template_version = prompt_template_version
+        self.prompt_tokens = prompt_tokens
+        self.completion_tokens = completion_tokens
 
     def as_failure(self) -> ProviderFailure:
-        return ProviderFailure(code=self.code, message=self.message, retryable=self.retryable)
+        return ProviderFailure(
+            code=self.code,
+            message=self.message,
+            retryable=self.retryable,
+            raw_answer=self.raw_answer,
+            prompt_template_version=self.prompt_template_version,
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+        )
+
+
+class InvalidAnswerError(ProviderError):
+    """The judge answered, but not with a verdict we can read: never guess a winner."""
+
+    default_code = LPSErrorCode.INVALID_ANSWER.value
+    default_retryable = False
 
 
 class RateLimitedError(ProviderError):

@@ -71,6 +71,10 @@ def provider_item(request: QueuedRequest) -> ProviderItem:
         essay_b=request.essay_b,
         model=request.model,
         overrides=request.overrides,
+        essay_a_text=request.essay_a_text,
+        essay_b_text=request.essay_b_text,
+        instructions=request.instructions,
+        rubric=request.rubric,
     )
 
 
@@ -153,6 +157,10 @@ class Runtime:
                 LPSErrorCode.INVALID_RESPONSE,
                 problem,
                 retryable=False,
+                raw_answer=result.verdict.raw_answer,
+                prompt_template_version=result.verdict.prompt_template_version,
+                prompt_tokens=result.verdict.prompt_tokens,
+                completion_tokens=result.verdict.completion_tokens,
             )
         verdict = result.verdict
         return RequestOutcome.succeeded_with(
@@ -164,11 +172,13 @@ class Runtime:
                 confidence=verdict.confidence,
                 justification=truncate_justification(verdict.justification),
                 provider=self.provider.name,
-                model=request.model,
+                model=verdict.model or request.model,
                 prompt_tokens=verdict.prompt_tokens,
                 completion_tokens=verdict.completion_tokens,
                 cost_usd=verdict.cost_usd,
                 latency_ms=verdict.latency_ms,
+                raw_answer=verdict.raw_answer,
+                prompt_template_version=verdict.prompt_template_version,
             ),
         )
 
@@ -189,6 +199,10 @@ class Runtime:
             code if code is not None else failure.code,
             message,
             failure.retryable,
+            raw_answer=failure.raw_answer,
+            prompt_template_version=failure.prompt_template_version,
+            prompt_tokens=failure.prompt_tokens,
+            completion_tokens=failure.completion_tokens,
         )
 
     def map_results(

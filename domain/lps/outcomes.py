@@ -8,7 +8,7 @@ CJ's value types are reached only through the message contract
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from enum import Enum
 
@@ -28,6 +28,7 @@ class LPSErrorCode(Enum):
     SERVER_ERROR = "SERVER_ERROR"
     PROVIDER_ERROR = "PROVIDER_ERROR"
     INVALID_RESPONSE = "INVALID_RESPONSE"
+    INVALID_ANSWER = "invalid_answer"
     RESULT_MISSING = "RESULT_MISSING"
     JOB_SCHEDULE_FAILED = "JOB_SCHEDULE_FAILED"
     JOB_STATUS_FAILED = "JOB_STATUS_FAILED"
@@ -62,15 +63,25 @@ class Verdict:
     completion_tokens: int = 0
     cost_usd: float = 0.0
     latency_ms: float = 0.0
+    raw_answer: str | None = field(default=None, repr=False)
+    prompt_template_version: str | None = None
 
 
 @dataclass(frozen=True)
 class RequestFailure:
-    """Why LPS could not answer a request, and whether asking again could help."""
+    """Why LPS could not answer a request, and whether asking again could help.
+
+    ``raw_answer`` keeps what the judge said when it could not be understood
+    (``invalid_answer``), so an auditor can see it; it is never turned into a verdict.
+    """
 
     error_code: str
     message: str
     retryable: bool
+    raw_answer: str | None = field(default=None, repr=False)
+    prompt_template_version: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
 
 
 @dataclass(frozen=True)
@@ -124,7 +135,7 @@ class RequestOutcome:
             correlation_id=request.correlation_id,
             queue_mode=mode,
             provider=provider,
-            model=request.model,
+            model=details.model,
             success=details,
         )
 
@@ -137,6 +148,11 @@ class RequestOutcome:
         code: str | LPSErrorCode,
         message: str,
         retryable: bool,
+        *,
+        raw_answer: str | None = None,
+        prompt_template_version: str | None = None,
+        prompt_tokens: int = 0,
+        completion_tokens: int = 0,
     ) -> RequestOutcome:
         return cls(
             request_id=request.request_id,
@@ -149,6 +165,10 @@ class RequestOutcome:
                 error_code=code.value if isinstance(code, LPSErrorCode) else code,
                 message=message,
                 retryable=retryable,
+                raw_answer=raw_answer,
+                prompt_template_version=prompt_template_version,
+                prompt_tokens=prompt_tokens,
+                completion_tokens=completion_tokens,
             ),
         )
 

@@ -8,7 +8,7 @@ contract (``infrastructure.messaging.contracts.queue_mode_for``).
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import Enum
 
@@ -66,6 +66,11 @@ class QueuedRequest:
     mode_hint: QueueProcessingMode | None = None
     preferred_bundle_size: int | None = None
     attempt_count: int = 0
+    # what the judge reads; kept out of ``repr`` so a logged request never shows student text
+    essay_a_text: str = field(default="", repr=False)
+    essay_b_text: str = field(default="", repr=False)
+    instructions: str = field(default="", repr=False)
+    rubric: str = field(default="", repr=False)
 
     def __post_init__(self) -> None:
         if self.essay_a == self.essay_b:

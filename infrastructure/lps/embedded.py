@@ -2,7 +2,7 @@
 
 Nothing is short-circuited: request messages become ``QueuedRequest``s, go through bundle
 formation and the queue mode's strategy (provider batch jobs included), and come back as
-``ComparisonOutcomeV1`` messages — the same path a broker message takes. Batch jobs run on
+``ComparisonOutcomeV2`` messages — the same path a broker message takes. Batch jobs run on
 a virtual clock that the executor's "sleep" advances, so a demo does not wait for
 simulated polling intervals.
 """
@@ -18,7 +18,11 @@ from application.lps import QueuedRequestExecutor
 from domain.lps import QueueProcessingMode
 from infrastructure.lps.simulated_judge import SimulatedJudge
 from infrastructure.lps.simulated_provider import SimulatedProvider
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    ComparisonOutcomeV2,
+    ComparisonRequestV1,
+)
 from infrastructure.metrics import lps_observer
 
 
@@ -65,7 +69,7 @@ class EmbeddedLPS:
         queued = [m.to_queued(now) for m in messages]
         self.queue_modes.update(self.executor.mode_for(q) for q in queued)
         outcomes = self.executor.drain(queued, now)
-        return [ComparisonOutcomeV1.from_outcome(o) for o in outcomes]
+        return [ComparisonOutcomeV2.from_outcome(o) for o in outcomes]
 
     def stats(self) -> dict[str, Any]:
         stats = self.executor.stats.as_dict()

@@ -33,7 +33,12 @@ from pydantic import ValidationError
 from application.lps import QueuedRequestExecutor
 from domain.backoff import Backoff
 from domain.lps import MAX_BUNDLE_SIZE, QueuedRequest, QueueProcessingMode, bundle_limit
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    ComparisonOutcomeV2,
+    ComparisonRequestV1,
+    parse_request,
+)
 from infrastructure.messaging.dead_letters import (
     DeadLetterSink,
     Delivery,
@@ -140,7 +145,7 @@ class LpsWorker:
 
     async def _handle(self, delivery: Delivery) -> None:
         try:
-            message = ComparisonRequestV1.model_validate_json(delivery.body)
+            message = parse_request(delivery.body)
         except ValidationError as error:
             malformed = any(e["type"] == "json_invalid" for e in error.errors())
             code = "malformed_json" if malformed else "schema_violation"
@@ -253,7 +258,7 @@ class LpsWorker:
         messages: dict[str, ComparisonOutcomeV1] = {}
         for outcome in outcomes:
             try:
-                messages[outcome.request_id] = ComparisonOutcomeV1.from_outcome(outcome)
+                messages[outcome.request_id] = ComparisonOutcomeV2.from_outcome(outcome)
             except ValueError:
                 log.exception("outcome_not_expressible", comparison_id=outcome.request_id)
         return messages

@@ -13,13 +13,16 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
-from typing import Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import (
     AwareDatetime,
     BaseModel,
     ConfigDict,
+    Discriminator,
     Field,
+    Tag,
+    TypeAdapter,
     field_validator,
     model_validator,
 )
@@ -124,8 +127,15 @@ class ComparisonRequestV1(_Contract):
             overrides=dict(overrides) if overrides is not None else None,
         )
 
+    def texts(self) -> dict[str, str]:
+        """What the judge reads. Version 1 carries no texts."""
+        return {}
+
     def to_queued(self, now: datetime, attempt_count: int = 0) -> QueuedRequest:
-        """Enqueue at ``now``, living until ``deadline_at`` (zero time to live if already past)."""
+        """Enqueue at ``now``, living until ``deadline_at`` (zero time to live if already past).
+
+        The one way a ``QueuedRequest`` is built from CJ's request.
+        """
         return QueuedRequest(
             request_id=self.comparison_id,
             batch_id=self.batch_id,
@@ -140,7 +150,45 @@ class ComparisonRequestV1(_Contract):
             mode_hint=queue_mode_for(self.batching_mode) if self.batching_mode else None,
             preferred_bundle_size=self.preferred_bundle_size,
             attempt_count=attempt_count,
+            **self.texts(),
         )
+
+
+class ComparisonRequestV2(ComparisonRequestV1):
+    """CJ → LPS, version 2: the request carries what the judge reads — both essay texts,
+    the assignment's instructions and its rubric — so LPS needs no database. The essay
+    ids are opaque refs, never a school's own ids."""
+
+    schema_version: Literal[2] = 2  # type: ignore[assignment]
+    essay_a_text: str
+    essay_b_text: str
+    instructions: str = ""
+    rubric: str = ""
+
+    @classmethod
+    def from_request(
+        cls,
+        request: ComparisonRequest,
+        overrides: Mapping[str, OverrideValue] | None = None,
+    ) -> ComparisonRequestV2:
+        v1 = ComparisonRequestV1.from_request(request, overrides).model_dump(
+            exclude={"schema_version"}
+        )
+        return cls(
+            **v1,
+            essay_a_text=request.essay_a_text,
+            essay_b_text=request.essay_b_text,
+            instructions=request.instructions,
+            rubric=request.rubric,
+        )
+
+    def texts(self) -> dict[str, str]:
+        return {
+            "essay_a_text": self.essay_a_text,
+            "essay_b_text": self.essay_b_text,
+            "instructions": self.instructions,
+            "rubric": self.rubric,
+        }
 
 
 class OutcomeErrorV1(_Contract):
@@ -240,6 +288,11 @@ class ComparisonOutcomeV1(_Contract):
     def queue_mode(self) -> QueueProcessingMode:
         return self.queue_processing_mode
 
+    @property
+    def raw(self) -> str | None:
+        """The provider's raw answer (version 1 carries none)."""
+        return None
+
     def to_domain(self) -> ComparisonOutcome:
         """CJ's value type; failures are attributed to LPS."""
         if self.status == "success":
@@ -268,3 +321,62 @@ class ComparisonOutcomeV1(_Contract):
                 source=FailureSource.LPS,
             ),
         )
+
+
+class ComparisonOutcomeV2(ComparisonOutcomeV1):
+    """LPS → CJ, version 2: adds the provider's ``raw_answer`` (kept for an answer that
+    could not be understood too) and the ``prompt_template_version`` the judge was asked
+    with. A failure may carry the tokens its unreadable answer cost in ``usage``."""
+
+    schema_version: Literal[2] = 2  # type: ignore[assignment]
+    raw_answer: str | None = None
+    prompt_template_version: str | None = None
+
+    @classmethod
+    def from_outcome(cls, outcome: RequestOutcome) -> ComparisonOutcomeV2:
+        v1 = ComparisonOutcomeV1.from_outcome(outcome).model_dump(exclude={"schema_version"})
+        detail = outcome.success if outcome.success is not None else outcome.failure
+        assert detail is not None
+        if outcome.failure is not None:
+            v1["usage"] = {
+                "prompt_tokens": outcome.failure.prompt_tokens,
+                "completion_tokens": outcome.failure.completion_tokens,
+            }
+        return cls(
+            **v1,
+            raw_answer=detail.raw_answer,
+            prompt_template_version=detail.prompt_template_version,
+        )
+
+    @property
+    def raw(self) -> str | None:
+        return self.raw_answer
+
+
+def _schema_version(value: Any) -> str:
+    """The version tag of a message; a message without one is read as version 1."""
+    if isinstance(value, dict):
+        return str(value.get("schema_version", 1))
+    return str(getattr(value, "schema_version", 1))
+
+
+RequestMessage = Annotated[
+    Annotated[ComparisonRequestV1, Tag("1")] | Annotated[ComparisonRequestV2, Tag("2")],
+    Discriminator(_schema_version),
+]
+OutcomeMessage = Annotated[
+    Annotated[ComparisonOutcomeV1, Tag("1")] | Annotated[ComparisonOutcomeV2, Tag("2")],
+    Discriminator(_schema_version),
+]
+_REQUESTS: TypeAdapter[ComparisonRequestV1 | ComparisonRequestV2] = TypeAdapter(RequestMessage)
+_OUTCOMES: TypeAdapter[ComparisonOutcomeV1 | ComparisonOutcomeV2] = TypeAdapter(OutcomeMessage)
+
+
+def parse_request(body: bytes | str) -> ComparisonRequestV1:
+    """A request message of any supported version (raises ``ValidationError``)."""
+    return _REQUESTS.validate_json(body)
+
+
+def parse_outcome_message(body: bytes | str) -> ComparisonOutcomeV1:
+    """An outcome message of any supported version (raises ``ValidationError``)."""
+    return _OUTCOMES.validate_json(body)

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 from application.batches import ConcurrencyExhausted, RecordResult, RecordStatus
 from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
-from infrastructure.messaging.contracts import ComparisonOutcomeV1
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, parse_outcome_message
 from infrastructure.messaging.dead_letters import (
     DeadLetterSink,
     Delivery,
@@ -81,15 +81,15 @@ class ParsedOutcome:
 def parse_outcome(body: bytes) -> ParsedOutcome | Refusal:
     """Turn a message body into CJ's outcome, or say precisely why it cannot be one."""
     try:
-        message = ComparisonOutcomeV1.model_validate_json(body)
+        message = parse_outcome_message(body)
     except ValidationError as error:
         errors = error.errors()
         if any(e["type"] == "json_invalid" for e in errors):
             return Refusal("malformed_json", f"the body is not valid JSON: {errors[0]['msg']}")
-        if any(tuple(e["loc"][:1]) == ("schema_version",) for e in errors):
+        if any(e["type"] in ("union_tag_invalid", "union_tag_not_found") for e in errors):
             return Refusal(
                 "unsupported_schema_version",
-                "this consumer reads ComparisonOutcomeV1 (schema_version 1) only",
+                "this consumer reads ComparisonOutcome schema_version 1 or 2 only",
             )
         return Refusal("schema_violation", describe_validation_error(error))
     try:

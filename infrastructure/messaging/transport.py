@@ -18,7 +18,11 @@ from faststream.rabbit import RabbitBroker
 
 from application.ports import ComparisonRequest
 from infrastructure.messaging.broker import run_on_loop
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    ComparisonRequestV1,
+    ComparisonRequestV2,
+)
 from infrastructure.messaging.topology import (
     OUTCOME_ROUTING_KEY,
     REQUEST_ROUTING_KEY,
@@ -64,7 +68,7 @@ class MessagePublisher:
 
     async def publish_requests(self, requests: Sequence[ComparisonRequest]) -> None:
         """Publish a wave concurrently; returns once all are confirmed, raises if any is not."""
-        messages = [ComparisonRequestV1.from_request(r) for r in requests]
+        messages = [ComparisonRequestV2.from_request(r) for r in requests]
         results = await asyncio.gather(
             *(self.publish_request(m) for m in messages), return_exceptions=True
         )

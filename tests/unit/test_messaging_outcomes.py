@@ -142,7 +142,7 @@ def test_parse_names_the_fields_that_break_the_schema() -> None:
 
 
 def test_parse_refuses_other_schema_versions_by_name(cj: BatchApplication) -> None:
-    body = outcome_body(started_batch(cj), schema_version=2)
+    body = outcome_body(started_batch(cj), schema_version=3)
     assert parse_outcome(body).code == "unsupported_schema_version"
 
 

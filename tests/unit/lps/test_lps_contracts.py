@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -12,7 +13,11 @@ from domain.lps import JUSTIFICATION_MAX_CHARS, QueueProcessingMode, RequestOutc
 from domain.values import BatchingMode, ComparisonOutcome, FailureSource, SuccessDetails
 from infrastructure.messaging.contracts import (
     ComparisonOutcomeV1,
+    ComparisonOutcomeV2,
     ComparisonRequestV1,
+    ComparisonRequestV2,
+    parse_outcome_message,
+    parse_request,
     queue_mode_for,
 )
 from tests.unit.lps.support import T0, make_request
@@ -196,3 +201,71 @@ def test_aware_datetimes_are_kept_in_utc():
     message = ComparisonRequestV1.from_request(comparison_request())
     assert message.requested_at.tzinfo is not None
     assert message.deadline_at == datetime(2026, 1, 5, 13, 0, tzinfo=UTC)
+
+
+def test_a_v2_request_carries_the_texts_to_the_queued_request_and_hides_them_from_repr():
+    request = comparison_request(
+        essay_a_text="Alpha text", essay_b_text="Beta text", instructions="Argue.", rubric="R1"
+    )
+    message = ComparisonRequestV2.from_request(request)
+    again = parse_request(message.model_dump_json())
+    assert isinstance(again, ComparisonRequestV2) and again.schema_version == 2
+    queued = again.to_queued(T0)
+    assert (queued.essay_a_text, queued.essay_b_text) == ("Alpha text", "Beta text")
+    assert (queued.instructions, queued.rubric) == ("Argue.", "R1")
+    assert "Alpha text" not in repr(queued)
+
+
+def test_a_v1_request_is_still_accepted_with_empty_texts():
+    body = ComparisonRequestV1.from_request(comparison_request()).model_dump_json()
+    queued = parse_request(body).to_queued(T0)
+    assert (queued.essay_a_text, queued.instructions) == ("", "")
+
+
+def test_an_unknown_request_version_is_rejected():
+    payload = ComparisonRequestV1.from_request(comparison_request()).model_dump(mode="json")
+    payload["schema_version"] = 3
+    with pytest.raises(ValidationError):
+        parse_request(json.dumps(payload))
+
+
+def test_a_v2_outcome_keeps_the_raw_answer_of_an_invalid_answer_and_its_tokens():
+    outcome = RequestOutcome.failed_with(
+        REQUEST,
+        QueueProcessingMode.PER_REQUEST,
+        "openai",
+        "invalid_answer",
+        "winner 'C' is not A or B",
+        False,
+        raw_answer='{"winner": "C"}',
+        prompt_template_version="cj-pair-1",
+        prompt_tokens=120,
+        completion_tokens=9,
+    )
+    message = parse_outcome_message(ComparisonOutcomeV2.from_outcome(outcome).model_dump_json())
+    assert isinstance(message, ComparisonOutcomeV2)
+    assert message.status == "failure" and message.error.code == "invalid_answer"
+    assert message.raw_answer == '{"winner": "C"}' and message.raw == message.raw_answer
+    assert message.prompt_template_version == "cj-pair-1"
+    assert (message.usage.prompt_tokens, message.usage.completion_tokens) == (120, 9)
+    assert message.to_domain().failure.error_code == "invalid_answer"
+
+
+def test_a_v2_success_records_the_template_version_and_the_answering_model():
+    verdict = Verdict(
+        "e2",
+        3,
+        "B argues better",
+        "openai",
+        "gpt-x-2026",
+        50,
+        7,
+        raw_answer='{"winner":"B"}',
+        prompt_template_version="cj-pair-1",
+    )
+    outcome = RequestOutcome.succeeded_with(
+        REQUEST, QueueProcessingMode.PER_REQUEST, "openai", verdict
+    )
+    message = ComparisonOutcomeV2.from_outcome(outcome)
+    assert (message.model, message.prompt_template_version) == ("gpt-x-2026", "cj-pair-1")
+    assert message.to_domain().success.winner_id == "e2"
