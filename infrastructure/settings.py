@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, field_validator
+from pydantic import AliasChoices, BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.backoff import Backoff
@@ -11,8 +11,18 @@ from domain.values import BatchingMode
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
+class ModelPrice(BaseModel):
+    """USD per million input and output tokens."""
+
+    input: float = Field(ge=0)
+    output: float = Field(ge=0)
+
+    def cost(self, input_tokens: int, output_tokens: int) -> float:
+        return (input_tokens * self.input + output_tokens * self.output) / 1_000_000
+
+
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CJLEDGER_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CJLEDGER_", extra="ignore", populate_by_name=True)
 
     database_url: str = Field(
         default="sqlite:///.cjledger/cjledger.db",
@@ -61,8 +71,45 @@ class Settings(BaseSettings):
     sweep_interval_seconds: float = Field(
         default=60.0, gt=0, description="how often overdue comparisons are closed"
     )
-    # LPS worker
-    lps_provider: str = Field(default="simulated", description="LLM provider of lps-worker")
+    # LPS worker and the embedded executor
+    lps_provider: str = Field(
+        default="simulated", description="LLM provider: simulated, openai or anthropic"
+    )
+    lps_model: str | None = Field(
+        default=None, description="model asked for when a request names none of its own"
+    )
+    openai_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint, e.g. http://127.0.0.1:8000/v1"
+    )
+    openai_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CJLEDGER_OPENAI_API_KEY", "OPENAI_API_KEY"),
+    )
+    openai_structured_output: bool = Field(
+        default=True,
+        description="ask for a JSON-schema response_format (turn off for servers without it)",
+    )
+    anthropic_base_url: str | None = None
+    anthropic_api_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("CJLEDGER_ANTHROPIC_API_KEY", "ANTHROPIC_API_KEY"),
+    )
+    lps_temperature: float | None = Field(default=0.0, ge=0, le=2)
+    lps_max_tokens: int = Field(default=600, ge=16)
+    lps_request_timeout_seconds: float = Field(
+        default=60.0, gt=0, description="timeout of one provider HTTP request"
+    )
+    lps_sdk_max_retries: int = Field(
+        default=2, ge=0, description="retries the provider SDK makes itself (honours Retry-After)"
+    )
+    lps_prices: dict[str, ModelPrice] = Field(
+        default_factory=dict,
+        description="USD per million tokens by model (* = any): {m: {input: 1, output: 4}}",
+    )
+    lps_state_path: str = Field(
+        default=".cjledger/lps-state.db",
+        description="SQLite file where lps-worker keeps the provider batch jobs it scheduled",
+    )
     lps_queue_mode: str | None = Field(
         default=None,
         description="per_request, serial_bundle or batch_api; unset = follow each request's hint",
@@ -72,10 +119,16 @@ class Settings(BaseSettings):
         default=20.0, ge=0, description="how long the worker waits to fill a bundle"
     )
     lps_bundle_cap: int = Field(default=64, ge=1, le=64)
-    lps_concurrency: int = Field(default=4, ge=1, description="groups executed at once")
+    lps_concurrency: int = Field(
+        default=4, ge=1, description="groups executed at once; provider calls in flight per group"
+    )
     lps_max_attempts: int = Field(default=3, ge=1)
     lps_job_poll_seconds: float = Field(default=30.0, gt=0)
-    lps_job_timeout_seconds: float = Field(default=7200.0, gt=0)
+    lps_job_timeout_seconds: float = Field(
+        default=25 * 3600.0,
+        gt=0,
+        description="how long a provider batch job may take: the 24 h window plus a margin",
+    )
     lps_simulation_seed: int = Field(
         default=0, description="seed of the simulated judge (θ per essay id, verdicts)"
     )

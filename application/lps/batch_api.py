@@ -103,6 +103,7 @@ class BatchApiStrategy:
             "collect_results",
             self.runtime.provider.collect_results,
             ref.job_id,
+            [provider_item(r) for r in requests],
             fields={"job_id": ref.job_id, **log_fields(self.mode, requests)},
         )
         if isinstance(collected, ProviderFailure):

@@ -246,8 +246,13 @@ class BatchJobProvider(Protocol):
 
     def job_status(self, job_id: str) -> BatchJobStatus: ...
 
-    def collect_results(self, job_id: str) -> Sequence[ItemResult]:
-        """Results of a completed job, one per custom id (some may be missing)."""
+    def collect_results(
+        self, job_id: str, items: Sequence[ProviderItem] = ()
+    ) -> Sequence[ItemResult]:
+        """Results of a completed job, one per custom id (some may be missing).
+
+        ``items`` are the job's items as scheduled (rebuilt from the requests after a
+        restart), for a provider whose answers name "A" / "B" rather than essay ids."""
         ...
 
 

@@ -77,6 +77,7 @@ def demo(
     from infrastructure.lps.embedded import EmbeddedLPS
     from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
     from infrastructure.persistence.positions import position_store_for
+    from infrastructure.settings import Settings
 
     configure_logging(json_logs=False, level="WARNING")
     outage_waves = parse_waves(outage)
@@ -99,7 +100,11 @@ def demo(
         policy=policy,
         allow_sparse=allow_sparse,
     )
-    lps = EmbeddedLPS(SimulatedJudge(thetas, seed=seed, failure_rate=failure_rate))
+    # the demo's essays are synthetic with known qualities: its judge is the simulated one
+    lps = EmbeddedLPS(
+        SimulatedJudge(thetas, seed=seed, failure_rate=failure_rate),
+        settings=Settings(lps_provider="simulated"),
+    )
     with open_app(store, must_exist=False) as cj:
         try:
             batch_id = cj.submit(command)

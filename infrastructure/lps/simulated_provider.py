@@ -114,7 +114,9 @@ class SimulatedProvider:
             raise self.status_error
         return self._status_of(self._job(job_id))
 
-    def collect_results(self, job_id: str) -> Sequence[ItemResult]:
+    def collect_results(
+        self, job_id: str, items: Sequence[ProviderItem] = ()
+    ) -> Sequence[ItemResult]:
         self.calls.append("collect_results")
         if self.collect_error is not None:
             raise self.collect_error

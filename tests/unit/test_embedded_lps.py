@@ -17,6 +17,7 @@ from domain.values import BatchingMode
 from infrastructure.embedded import InProcessTransport, run_until_idle, through_contract
 from infrastructure.lps.embedded import EmbeddedLPS
 from infrastructure.lps.simulated_judge import SimulatedJudge, draw_thetas
+from infrastructure.settings import Settings
 from tests.conftest import AppFactory
 from tests.fakes import essays
 
@@ -68,7 +69,12 @@ def test_every_requested_comparison_completes_exactly_once(
 ) -> None:
     app: BatchApplication = make_app()
     ids = [e.essay_id for e in essays(12)]
-    lps = EmbeddedLPS(SimulatedJudge(draw_thetas(ids, 3), seed=3), seed=3, **options)
+    lps = EmbeddedLPS(
+        SimulatedJudge(draw_thetas(ids, 3), seed=3),
+        settings=Settings(lps_provider="simulated"),
+        seed=3,
+        **options,
+    )
     batch_id = app.submit(RegisterBatch(REF, essays(12), requested_mode=mode, seed=3))
     transport = InProcessTransport()
     run_until_idle(

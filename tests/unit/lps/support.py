@@ -191,9 +191,11 @@ class FlakyProvider:
         self._maybe_raise("job_status")
         return self.inner.job_status(job_id)
 
-    def collect_results(self, job_id: str) -> Sequence[ItemResult]:
+    def collect_results(
+        self, job_id: str, items: Sequence[ProviderItem] = ()
+    ) -> Sequence[ItemResult]:
         self._maybe_raise("collect_results")
-        return self.inner.collect_results(job_id)
+        return self.inner.collect_results(job_id, items)
 
 
 class ScriptedBundleProvider:
@@ -218,5 +220,7 @@ class ScriptedBundleProvider:
     def job_status(self, job_id: str) -> BatchJobStatus:
         raise AssertionError("not used")
 
-    def collect_results(self, job_id: str) -> Sequence[ItemResult]:
+    def collect_results(
+        self, job_id: str, items: Sequence[ProviderItem] = ()
+    ) -> Sequence[ItemResult]:
         raise AssertionError("not used")
