@@ -1,0 +1,1 @@
+"""Local HTTP stand-ins for the LLM provider APIs (see ``tests.stubs.server``)."""
