@@ -72,7 +72,7 @@ def test_results_are_mapped_back_by_custom_id_whatever_their_order():
     provider = simulated(clock)
     queued = requests(5)
     original = provider.collect_results
-    provider.collect_results = lambda job_id: list(reversed(original(job_id)))
+    provider.collect_results = lambda job_id, items=(): list(reversed(original(job_id, items)))
     _, _, outcomes = run(provider, clock, queued)
     for request in queued:
         verdict = provider.judge.judge(request.request_id, request.essay_a, request.essay_b)
