@@ -286,7 +286,7 @@ class CJBatch(Aggregate):
             provider=self.provider,
             model=self.model,
             requested_at=now,
-            deadline_at=now + timedelta(seconds=self.policy.comparison_deadline_seconds),
+            deadline_at=now + timedelta(seconds=self.policy.deadline_seconds_for(self.mode)),
         )
 
     def check_outcome(self, outcome: ComparisonOutcome) -> bool:

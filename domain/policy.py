@@ -23,6 +23,8 @@ import math
 from dataclasses import dataclass, replace
 from typing import Any
 
+from domain.values import BatchingMode
+
 POLICY_VERSION = 2
 
 DEFAULT_RIDGE = 0.01  # placeholder, chosen in bench/bench_prior.py
@@ -34,6 +36,11 @@ VERSION_1_VALUES: dict[str, Any] = {
     "reliability_target": None,
 }
 """What the fields added by version 2 mean for a version-1 policy (0: no limit)."""
+
+#: OpenAI Batch and Anthropic Message Batches promise results within 24 h; 2 h of margin
+#: covers polling, collecting and the outcome's way back
+PROVIDER_BATCH_WINDOW_SECONDS = 24 * 3600.0
+PROVIDER_BATCH_DEADLINE_SECONDS = PROVIDER_BATCH_WINDOW_SECONDS + 2 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -72,6 +79,17 @@ class BatchPolicy:
             raise ValueError("ridge must be a positive number")
         if self.reliability_target is not None and not 0.0 < self.reliability_target <= 1.0:
             raise ValueError("reliability_target must lie in (0, 1]")
+
+    def deadline_seconds_for(self, mode: BatchingMode | None) -> float:
+        """How long a requested comparison may take: a provider batch API's window plus a
+        margin in ``provider_batch_api`` mode, ``comparison_deadline_seconds`` otherwise.
+
+        The window is a constant of the providers, not a stored policy field: the deadline
+        itself is recorded on each ``ComparisonsRequested``, so replays never recompute it.
+        """
+        if mode is BatchingMode.PROVIDER_BATCH_API:
+            return max(self.comparison_deadline_seconds, PROVIDER_BATCH_DEADLINE_SECONDS)
+        return self.comparison_deadline_seconds
 
     def with_budget_override(self, override: int | None) -> BatchPolicy:
         """A request may lower the comparison budget, never raise it."""
