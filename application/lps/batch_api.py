@@ -18,6 +18,7 @@ from application.lps.ports import (
     BatchJobRef,
     BatchJobStatus,
     ItemResult,
+    JobStore,
     ProviderFailure,
     classify_error,
 )
@@ -62,12 +63,55 @@ class BatchApiStrategy:
         runtime: Runtime,
         polling: JobPolling,
         on_job_scheduled: Callable[[BatchJobRef], None] | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         self.runtime = runtime
         self.polling = polling
         self.on_job_scheduled = on_job_scheduled
+        self.jobs = jobs
 
     def execute(self, bundle: tuple[QueuedRequest, ...]) -> Execution:
+        """Resume the stored jobs that hold requests of ``bundle``; schedule one new job
+        for the rest (if any)."""
+        resumed, rest = self._resume_stored(bundle)
+        if not rest:
+            return Execution(resumed)
+        execution = self._schedule(rest)
+        return Execution(resumed + execution.outcomes, execution.job_ref)
+
+    def _resume_stored(
+        self, bundle: tuple[QueuedRequest, ...]
+    ) -> tuple[list[RequestOutcome], tuple[QueuedRequest, ...]]:
+        if self.jobs is None:
+            return [], bundle
+        outcomes: list[RequestOutcome] = []
+        rest = list(bundle)
+        try:
+            refs = self.jobs.open_jobs(self.runtime.provider.name, [r.request_id for r in rest])
+        except Exception:
+            log.exception("lps.job_store_unreadable", **log_fields(self.mode, bundle))
+            return [], bundle
+        for ref in refs:
+            held = set(ref.custom_ids)
+            matched = [r for r in rest if r.request_id in held]
+            if not matched:
+                continue
+            rest = [r for r in rest if r.request_id not in held]
+            self.runtime.stats.jobs_resumed += 1
+            log.info("lps.job_resumed", job_id=ref.job_id, **log_fields(self.mode, matched))
+            outcomes.extend(self.finish(ref, matched))
+            self._answered(ref, matched)
+        return outcomes, tuple(rest)
+
+    def _answered(self, ref: BatchJobRef, requests: Sequence[QueuedRequest]) -> None:
+        if self.jobs is None:
+            return
+        try:
+            self.jobs.answered(ref.job_id, [r.request_id for r in requests])
+        except Exception:
+            log.exception("lps.job_store_not_updated", job_id=ref.job_id)
+
+    def _schedule(self, bundle: tuple[QueuedRequest, ...]) -> Execution:
         runtime = self.runtime
         fields = log_fields(self.mode, bundle)
         items = [provider_item(r) for r in bundle]
@@ -85,13 +129,17 @@ class BatchApiStrategy:
         )
         runtime.stats.jobs += 1
         log.info("lps.job_scheduled", job_id=ref.job_id, items=len(bundle), **fields)
-        if self.on_job_scheduled is not None:
+        for keep in (self.jobs.save if self.jobs else None, self.on_job_scheduled):
+            if keep is None:
+                continue
             try:
-                self.on_job_scheduled(ref)
+                keep(ref)
             except Exception:
                 # the job can still finish in this process; it just cannot be resumed
                 log.exception("lps.job_ref_not_saved", job_id=ref.job_id, **fields)
-        return Execution(self.finish(ref, bundle), job_ref=ref)
+        outcomes = self.finish(ref, bundle)
+        self._answered(ref, bundle)
+        return Execution(outcomes, job_ref=ref)
 
     def finish(self, ref: BatchJobRef, requests: Sequence[QueuedRequest]) -> list[RequestOutcome]:
         """Wait for a scheduled job and turn its results into one outcome per request."""

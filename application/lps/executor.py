@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from application.lps.batch_api import BatchApiStrategy, JobPolling
 from application.lps.observer import ExecutorStats, LPSObserver, NoOpObserver
 from application.lps.per_call import PerRequestStrategy, SerialBundleStrategy
-from application.lps.ports import BatchJobRef, LLMProvider
+from application.lps.ports import BatchJobRef, JobStore, LLMProvider
 from application.lps.runtime import Execution, ExecutionStrategy, Runtime, log, log_fields
 from domain.backoff import Backoff
 from domain.lps import (
@@ -63,8 +63,9 @@ class QueuedRequestExecutor:
     ``mode`` fixes the queue processing mode; ``None`` follows each bundle's mode hint
     (no hint → ``serial_bundle``). ``clock`` and ``sleep`` are injected
     so tests never wait; ``rng`` draws the backoff jitter (pass a seeded one for
-    repeatable runs). ``on_job_scheduled`` receives each new batch job's ref, to be stored
-    for ``resume_job`` after a restart.
+    repeatable runs). ``jobs`` keeps each new batch job's ref, so that a restarted worker
+    resumes the job when its requests are delivered again; ``on_job_scheduled`` receives
+    each ref as well (for ``resume_job``).
     """
 
     def __init__(
@@ -81,6 +82,7 @@ class QueuedRequestExecutor:
         observer: LPSObserver | None = None,
         job_polling: JobPolling | None = None,
         on_job_scheduled: Callable[[BatchJobRef], None] | None = None,
+        jobs: JobStore | None = None,
     ) -> None:
         if not 1 <= bundle_cap <= MAX_BUNDLE_SIZE:
             raise ValueError(f"bundle_cap must lie in 1..{MAX_BUNDLE_SIZE}")
@@ -100,7 +102,7 @@ class QueuedRequestExecutor:
             stats=ExecutorStats(),
         )
         self._batch_api = BatchApiStrategy(
-            self._runtime, job_polling or JobPolling(), on_job_scheduled
+            self._runtime, job_polling or JobPolling(), on_job_scheduled, jobs
         )
         self._strategies: dict[QueueProcessingMode, ExecutionStrategy] = {
             QueueProcessingMode.PER_REQUEST: PerRequestStrategy(self._runtime),

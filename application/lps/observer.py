@@ -70,6 +70,7 @@ class ExecutorStats:
     bundles: int = 0
     max_bundle_size: int = 0
     jobs: int = 0
+    jobs_resumed: int = 0
     retries: int = 0
     outcomes: dict[str, int] = field(default_factory=_zero_outcomes)
 

@@ -222,6 +222,23 @@ class BatchJobRef:
         )
 
 
+class JobStore(Protocol):
+    """Where a worker keeps the provider batch jobs it scheduled, so that a restarted
+    worker resumes polling a job instead of submitting (and paying for) it again.
+
+    ``save`` happens right after a job is scheduled — before any request of it is
+    acknowledged. ``open_jobs`` returns the unfinished jobs holding any of the given
+    custom ids that are not answered yet; ``answered`` records ids whose outcomes were
+    produced, and a job whose ids are all answered is finished.
+    """
+
+    def save(self, ref: BatchJobRef) -> None: ...
+
+    def open_jobs(self, provider: str, custom_ids: Sequence[str]) -> list[BatchJobRef]: ...
+
+    def answered(self, job_id: str, custom_ids: Sequence[str]) -> None: ...
+
+
 class PerCallProvider(Protocol):
     @property
     def name(self) -> str: ...

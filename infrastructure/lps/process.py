@@ -9,8 +9,9 @@ from datetime import timedelta
 
 from faststream.rabbit import RabbitBroker
 
-from application.lps import JobPolling, QueuedRequestExecutor
+from application.lps import JobPolling, JobStore, QueuedRequestExecutor
 from domain.lps import QueueProcessingMode
+from infrastructure.lps.job_store import SqliteJobStore
 from infrastructure.lps.providers import build_provider
 from infrastructure.lps.worker import LpsWorker
 from infrastructure.messaging.broker import make_broker, subscribe
@@ -22,8 +23,11 @@ from infrastructure.metrics import lps_observer
 from infrastructure.settings import Settings
 
 
-def make_executor(settings: Settings, lane: int = 0) -> QueuedRequestExecutor:
-    """One executor over its own provider (executors are not shared between threads)."""
+def make_executor(
+    settings: Settings, lane: int = 0, jobs: JobStore | None = None
+) -> QueuedRequestExecutor:
+    """One executor over its own provider (executors are not shared between threads);
+    ``jobs`` (shared by the lanes) remembers provider batch jobs across restarts."""
     mode = QueueProcessingMode(settings.lps_queue_mode) if settings.lps_queue_mode else None
     return QueuedRequestExecutor(
         build_provider(settings),
@@ -36,6 +40,7 @@ def make_executor(settings: Settings, lane: int = 0) -> QueuedRequestExecutor:
             poll_interval=timedelta(seconds=settings.lps_job_poll_seconds),
             timeout=timedelta(seconds=settings.lps_job_timeout_seconds),
         ),
+        jobs=jobs,
     )
 
 
@@ -55,8 +60,9 @@ def build_lps_worker(settings: Settings) -> LpsWorkerProcess:
         graceful_timeout=settings.shutdown_timeout_seconds,
     )
     publisher = MessagePublisher(broker, topology, timeout=settings.publish_timeout_seconds)
+    jobs = SqliteJobStore(settings.lps_state_path)
     worker = LpsWorker(
-        executors=[make_executor(settings, lane) for lane in range(settings.lps_concurrency)],
+        executors=[make_executor(settings, lane, jobs) for lane in range(settings.lps_concurrency)],
         publish_outcome=publisher.publish_outcome,
         dead_letters=RabbitDeadLetters(
             broker, topology, topology.requests_queue_name, settings.publish_timeout_seconds
