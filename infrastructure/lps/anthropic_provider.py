@@ -11,7 +11,6 @@ one ``custom_id`` per comparison, poll ``processing_status`` until ``ended``, th
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,14 +26,8 @@ from application.lps import (
     ProviderItem,
     ProviderVerdict,
 )
-from infrastructure.lps.prompt import VERDICT_SCHEMA, PromptTemplate, read_answer
-from infrastructure.lps.sdk_support import (
-    PriceTable,
-    Redactor,
-    SdkErrors,
-    calling,
-    compare_each,
-)
+from infrastructure.lps.prompt import VERDICT_SCHEMA
+from infrastructure.lps.sdk_support import JudgeOptions, SdkErrors, SdkJudge, calling
 
 TOOL_NAME = "record_verdict"
 _ERRORS = SdkErrors.of(anthropic)
@@ -47,40 +40,18 @@ _STATUS = {
 _RETRYABLE_ERRORS = {"rate_limit_error", "overloaded_error", "api_error", "timeout_error"}
 
 
-class AnthropicProvider:
+class AnthropicProvider(SdkJudge):
     def __init__(
-        self,
-        client: anthropic.Anthropic,
-        *,
-        template: PromptTemplate,
-        prices: PriceTable,
-        redact: Redactor,
-        temperature: float | None = 0.0,
-        max_tokens: int = 600,
-        concurrency: int = 4,
-        model: str | None = None,
-        name: str = "anthropic",
+        self, client: anthropic.Anthropic, options: JudgeOptions, *, name: str = "anthropic"
     ) -> None:
+        super().__init__(options, name)
         self.client = client
-        self.template = template
-        self.prices = prices
-        self.redact = redact
-        self.temperature = temperature
-        self.max_tokens = max_tokens
-        self.concurrency = concurrency
-        self.model = model  # when set, asked for instead of the model a request names
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     def params(self, item: ProviderItem) -> dict[str, Any]:
         """The Messages request for one comparison (also one Message Batch request)."""
         prompt = self.template.render(item)
         params: dict[str, Any] = {
-            "model": self.model or item.model,
-            "max_tokens": self.max_tokens,
+            **self.sampling(item),
             "system": prompt.system,
             "messages": [{"role": "user", "content": prompt.user}],
             "tools": [
@@ -92,11 +63,6 @@ class AnthropicProvider:
             ],
             "tool_choice": {"type": "tool", "name": TOOL_NAME},
         }
-        if self.temperature is not None:
-            params["temperature"] = self.temperature
-        for key, value in item.overrides:
-            if key in ("temperature", "max_tokens"):
-                params[key] = value
         return params
 
     def compare(self, item: ProviderItem) -> ProviderVerdict:
@@ -111,9 +77,6 @@ class AnthropicProvider:
         )
         latency_ms = (time.perf_counter() - started) * 1000.0
         return self.verdict(message.model_dump(), item, latency_ms)
-
-    def compare_bundle(self, items: Sequence[ProviderItem]) -> Sequence[ItemResult]:
-        return compare_each(self.compare, items, self.concurrency)
 
     def verdict(
         self, message: dict[str, Any], item: ProviderItem, latency_ms: float = 0.0
@@ -131,27 +94,13 @@ class AnthropicProvider:
                 texts.append(str(block.get("text") or ""))
         if answer is None:
             answer = "".join(texts)
-        raw = answer if isinstance(answer, str) else json.dumps(answer)
-        version = self.template.version
-        read = read_answer(
+        return self.priced_verdict(
             answer,
             item,
-            version=version,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-        )
-        model = message.get("model") or item.model
-        return ProviderVerdict(
-            winner_id=read.winner_id,
-            confidence=read.confidence,
-            justification=read.justification,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=self.prices.cost([model, item.model], prompt_tokens, completion_tokens),
+            reported_model=message.get("model"),
             latency_ms=latency_ms,
-            raw_answer=raw,
-            prompt_template_version=version,
-            model=model,
         )
 
     # ------------------------------------------------------------------ message batches

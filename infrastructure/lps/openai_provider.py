@@ -30,14 +30,8 @@ from application.lps import (
     ProviderItem,
     ProviderVerdict,
 )
-from infrastructure.lps.prompt import VERDICT_SCHEMA, PromptTemplate, read_answer
-from infrastructure.lps.sdk_support import (
-    PriceTable,
-    Redactor,
-    SdkErrors,
-    calling,
-    compare_each,
-)
+from infrastructure.lps.prompt import VERDICT_SCHEMA
+from infrastructure.lps.sdk_support import JudgeOptions, SdkErrors, SdkJudge, calling
 
 ENDPOINT = "/v1/chat/completions"
 COMPLETION_WINDOW = "24h"
@@ -56,35 +50,18 @@ _STATUS = {
 }
 
 
-class OpenAIProvider:
+class OpenAIProvider(SdkJudge):
     def __init__(
         self,
         client: openai.OpenAI,
+        options: JudgeOptions,
         *,
-        template: PromptTemplate,
-        prices: PriceTable,
-        redact: Redactor,
-        temperature: float | None = 0.0,
-        max_tokens: int = 600,
         structured_output: bool = True,
-        concurrency: int = 4,
-        model: str | None = None,
         name: str = "openai",
     ) -> None:
+        super().__init__(options, name)
         self.client = client
-        self.template = template
-        self.prices = prices
-        self.redact = redact
-        self.temperature = temperature
-        self.max_tokens = max_tokens
         self.structured_output = structured_output
-        self.concurrency = concurrency
-        self.model = model  # when set, asked for instead of the model a request names
-        self._name = name
-
-    @property
-    def name(self) -> str:
-        return self._name
 
     # ------------------------------------------------------------------ per call
 
@@ -92,23 +69,17 @@ class OpenAIProvider:
         """The Chat Completions request for one comparison (also one batch JSONL line)."""
         prompt = self.template.render(item)
         body: dict[str, Any] = {
-            "model": self.model or item.model,
             "messages": [
                 {"role": "system", "content": prompt.system},
                 {"role": "user", "content": prompt.user},
             ],
-            "max_tokens": self.max_tokens,
+            **self.sampling(item),
         }
-        if self.temperature is not None:
-            body["temperature"] = self.temperature
         if self.structured_output:
             body["response_format"] = {
                 "type": "json_schema",
                 "json_schema": {"name": "verdict", "strict": True, "schema": VERDICT_SCHEMA},
             }
-        for key, value in item.overrides:
-            if key in ("temperature", "max_tokens"):
-                body[key] = value
         return body
 
     def compare(self, item: ProviderItem) -> ProviderVerdict:
@@ -119,9 +90,6 @@ class OpenAIProvider:
         )
         latency_ms = (time.perf_counter() - started) * 1000.0
         return self.verdict(completion.model_dump(), item, latency_ms)
-
-    def compare_bundle(self, items: Sequence[ProviderItem]) -> Sequence[ItemResult]:
-        return compare_each(self.compare, items, self.concurrency)
 
     def verdict(
         self, completion: dict[str, Any], item: ProviderItem, latency_ms: float = 0.0
@@ -135,26 +103,13 @@ class OpenAIProvider:
         content = message.get("content")
         if content is None and message.get("refusal"):
             content = str(message["refusal"])
-        version = self.template.version
-        answer = read_answer(
+        return self.priced_verdict(
             content,
             item,
-            version=version,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
-        )
-        model = completion.get("model") or item.model
-        return ProviderVerdict(
-            winner_id=answer.winner_id,
-            confidence=answer.confidence,
-            justification=answer.justification,
-            prompt_tokens=prompt_tokens,
-            completion_tokens=completion_tokens,
-            cost_usd=self.prices.cost([model, item.model], prompt_tokens, completion_tokens),
+            reported_model=completion.get("model"),
             latency_ms=latency_ms,
-            raw_answer=content,
-            prompt_template_version=version,
-            model=model,
         )
 
     # ------------------------------------------------------------------ batch job

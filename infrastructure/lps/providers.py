@@ -14,7 +14,7 @@ from typing import Any
 
 from application.lps import LLMProvider
 from infrastructure.lps.prompt import default_template
-from infrastructure.lps.sdk_support import PriceTable, Redactor
+from infrastructure.lps.sdk_support import JudgeOptions, PriceTable, Redactor
 from infrastructure.lps.simulated_judge import SeededSimulatedJudge, SimulatedJudge
 from infrastructure.lps.simulated_provider import SimulatedProvider
 from infrastructure.settings import Settings
@@ -78,28 +78,37 @@ def _key(settings: Settings, name: str) -> str:
     return secret.get_secret_value()
 
 
+def _options(settings: Settings, key: str) -> JudgeOptions:
+    return JudgeOptions(
+        template=default_template(),
+        prices=PriceTable(settings.lps_prices),
+        redact=Redactor.of(key),
+        temperature=settings.lps_temperature,
+        max_tokens=settings.lps_max_tokens,
+        concurrency=settings.lps_concurrency,
+        model=settings.lps_model,
+    )
+
+
+def _client_options(settings: Settings, key: str, base_url: str | None) -> dict[str, Any]:
+    return {
+        "api_key": key,
+        "base_url": base_url,
+        "timeout": settings.lps_request_timeout_seconds,
+        "max_retries": settings.lps_sdk_max_retries,
+    }
+
+
 def _openai(settings: Settings) -> LLMProvider:
     import openai
 
     from infrastructure.lps.openai_provider import OpenAIProvider
 
     key = _key(settings, "openai")
-    client = openai.OpenAI(
-        api_key=key,
-        base_url=settings.openai_base_url,
-        timeout=settings.lps_request_timeout_seconds,
-        max_retries=settings.lps_sdk_max_retries,
-    )
     return OpenAIProvider(
-        client,
-        template=default_template(),
-        prices=PriceTable(settings.lps_prices),
-        redact=Redactor.of(key),
-        temperature=settings.lps_temperature,
-        max_tokens=settings.lps_max_tokens,
+        openai.OpenAI(**_client_options(settings, key, settings.openai_base_url)),
+        _options(settings, key),
         structured_output=settings.openai_structured_output,
-        concurrency=settings.lps_concurrency,
-        model=settings.lps_model,
     )
 
 
@@ -109,19 +118,7 @@ def _anthropic(settings: Settings) -> LLMProvider:
     from infrastructure.lps.anthropic_provider import AnthropicProvider
 
     key = _key(settings, "anthropic")
-    client = anthropic.Anthropic(
-        api_key=key,
-        base_url=settings.anthropic_base_url,
-        timeout=settings.lps_request_timeout_seconds,
-        max_retries=settings.lps_sdk_max_retries,
-    )
     return AnthropicProvider(
-        client,
-        template=default_template(),
-        prices=PriceTable(settings.lps_prices),
-        redact=Redactor.of(key),
-        temperature=settings.lps_temperature,
-        max_tokens=settings.lps_max_tokens,
-        concurrency=settings.lps_concurrency,
-        model=settings.lps_model,
+        anthropic.Anthropic(**_client_options(settings, key, settings.anthropic_base_url)),
+        _options(settings, key),
     )

@@ -7,6 +7,7 @@ error reaches this module only once the SDK has given up.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from application.lps import (
     RateLimitedError,
     classify_error,
 )
+from infrastructure.lps.prompt import PromptTemplate, read_answer
 from infrastructure.settings import ModelPrice
 
 T = TypeVar("T")
@@ -127,3 +129,86 @@ def compare_each(
         return [one(item) for item in items]
     with ThreadPoolExecutor(max_workers=min(concurrency, len(items))) as pool:
         return list(pool.map(one, items))
+
+
+@dataclass(frozen=True)
+class JudgeOptions:
+    """What every SDK-backed judge is configured with."""
+
+    template: PromptTemplate
+    prices: PriceTable
+    redact: Redactor
+    temperature: float | None = 0.0
+    max_tokens: int = 600
+    concurrency: int = 4
+    #: when set, asked for instead of the model a request names
+    model: str | None = None
+
+
+class SdkJudge:
+    """The shared half of the OpenAI and Anthropic providers: sampling settings, bundles
+    as concurrent single calls, and turning a read answer into a priced verdict."""
+
+    def __init__(self, options: JudgeOptions, name: str) -> None:
+        self.options = options
+        self.template = options.template
+        self.redact = options.redact
+        self._name = name
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    def compare(self, item: ProviderItem) -> ProviderVerdict:
+        raise NotImplementedError
+
+    def compare_bundle(self, items: Sequence[ProviderItem]) -> Sequence[ItemResult]:
+        return compare_each(self.compare, items, self.options.concurrency)
+
+    def sampling(self, item: ProviderItem) -> dict[str, Any]:
+        """Model, max tokens and temperature for one request (a request's overrides win)."""
+        fields: dict[str, Any] = {
+            "model": self.options.model or item.model,
+            "max_tokens": self.options.max_tokens,
+        }
+        if self.options.temperature is not None:
+            fields["temperature"] = self.options.temperature
+        for key, value in item.overrides:
+            if key in ("temperature", "max_tokens"):
+                fields[key] = value
+        return fields
+
+    def priced_verdict(
+        self,
+        answer: str | dict[str, Any] | None,
+        item: ProviderItem,
+        *,
+        prompt_tokens: int,
+        completion_tokens: int,
+        reported_model: str | None,
+        latency_ms: float,
+    ) -> ProviderVerdict:
+        """Read ``answer`` strictly (``InvalidAnswerError`` otherwise) into a verdict."""
+        version = self.template.version
+        read = read_answer(
+            answer,
+            item,
+            version=version,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
+        model = reported_model or item.model
+        return ProviderVerdict(
+            winner_id=read.winner_id,
+            confidence=read.confidence,
+            justification=read.justification,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            cost_usd=self.options.prices.cost(
+                [model, item.model], prompt_tokens, completion_tokens
+            ),
+            latency_ms=latency_ms,
+            raw_answer=answer if isinstance(answer, str) or answer is None else json.dumps(answer),
+            prompt_template_version=version,
+            model=model,
+        )
