@@ -18,7 +18,7 @@ from application.dispatcher import OutboxDispatcher
 from domain.backoff import Backoff
 from domain.batch import CJBatch
 from infrastructure.messaging.broker import make_broker, subscribe
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, ComparisonRequestV1
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, parse_request
 from infrastructure.messaging.dead_letters import (
     CODE_HEADER,
     REASON_HEADER,
@@ -86,7 +86,8 @@ async def test_the_dispatcher_publishes_each_stored_request_and_then_moves_its_p
     assert sent == len(wave[0].pairs) == 3
     assert dispatcher.position == cj.recorder.max_notification_id()
     taken = await take_all_async(topology.requests_queue_name)
-    messages = [ComparisonRequestV1.model_validate_json(m.body) for m in taken]
+    messages = [parse_request(m.body) for m in taken]
+    assert {m.schema_version for m in messages} == {2}
     assert sorted(m.comparison_id for m in messages) == sorted(
         p.comparison_id for p in wave[0].pairs
     )
