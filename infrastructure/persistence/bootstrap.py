@@ -3,16 +3,19 @@
 Two processes creating tables, schemas or functions in a fresh PostgreSQL database race
 even with ``IF NOT EXISTS`` / ``OR REPLACE`` (both see "missing", one fails on the
 catalogue's unique index or with ``tuple concurrently updated``). So every start-up DDL
-runs under ``ddl_lock``: one advisory lock per database, held on a connection of its own,
-so processes create their tables one after the other (each finds the others' work
-done). PostgreSQL releases the lock if the holder dies. ``retry_schema_race`` stays as a
-second line for DDL that other code runs outside the lock.
+runs under ``ddl_lock``: one advisory lock per database schema, held on a connection of its
+own, so processes create their tables one after the other (each finds the others' work
+done). PostgreSQL releases the lock if the holder dies. The lock is re-entrant within a
+thread: code that already holds it (opening the application, then its read models) must
+not wait for itself on a second connection. Stores in other schemas never wait for it.
+``retry_schema_race`` stays as a second line for DDL that other code runs outside the lock.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,8 +27,10 @@ from eventsourcing.persistence import IntegrityError, OperationalError, Programm
 from application.batches import BatchApplication
 from infrastructure.persistence.store import ensure_schema, libpq_environment, postgres_conninfo
 
-#: advisory lock key (``hashtext``) serialising start-up DDL in one database
+#: advisory lock key prefix (``hashtext`` of it and the schema) serialising start-up DDL
 DDL_LOCK_KEY = "cjledger.ddl"
+
+_held = threading.local()
 
 T = TypeVar("T")
 log = structlog.get_logger("cjledger.persistence")
@@ -62,22 +67,35 @@ def retry_schema_race(create: Callable[[], T], attempts: int = 5) -> T:
 
 @contextmanager
 def ddl_lock(env: dict[str, str]) -> Iterator[None]:
-    """Hold the database's start-up DDL lock (PostgreSQL only; a no-op elsewhere)."""
+    """Hold the schema's start-up DDL lock (PostgreSQL only; a no-op elsewhere)."""
     if not env.get("PERSISTENCE_MODULE", "").endswith("postgres"):
+        yield
+        return
+    key = ddl_lock_key(env)
+    held: set[str] = _held.__dict__.setdefault("keys", set())
+    if key in held:  # this thread holds it already
         yield
         return
     import psycopg
 
     with psycopg.connect(postgres_conninfo(env), autocommit=True) as conn:
         started = time.monotonic()
-        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (DDL_LOCK_KEY,))
+        conn.execute("SELECT pg_advisory_lock(hashtext(%s))", (key,))
         waited = time.monotonic() - started
         if waited > 1.0:
             log.info("ddl_lock_waited", seconds=round(waited, 2))
+        held.add(key)
         try:
             yield
         finally:
-            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (DDL_LOCK_KEY,))
+            held.discard(key)
+            conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
+
+
+def ddl_lock_key(env: dict[str, str]) -> str:
+    """One lock per schema: stores in other schemas of the database never wait for it."""
+    schema = env.get("POSTGRES_SCHEMA", "").strip() or "public"
+    return f"{DDL_LOCK_KEY}:{schema}"
 
 
 def open_batch_application(env: dict[str, str], **kwargs: Any) -> BatchApplication:
