@@ -6,7 +6,7 @@ export UV_PYTHON_DOWNLOADS
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench services clean
+.PHONY: install demo test test-unit lint bench chaos services clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -38,6 +38,11 @@ lint: install
 # BENCH="scoring waves" selects entries (bench/bench_<name>.py); all of them by default.
 bench: install services
 	$(UV) run python -m bench.run $(BENCH)
+
+# The fault suite (minutes, real servers; not part of `make test`): kill -9, duplicates,
+# two serve processes, a malformed flood, a PostgreSQL restart, a silent broker.
+chaos: install services
+	$(UV) run python -m tests.chaos
 
 clean:
 	rm -rf .venv .pytest_cache .mypy_cache .ruff_cache .cjledger
