@@ -65,7 +65,11 @@ class BatchSummaryProjection(ReadModelProjection):
             "failures INTEGER NOT NULL, waves INTEGER NOT NULL, "
             "decisions INTEGER NOT NULL, last_decision TEXT, last_reason TEXT, "
             "failure_reason TEXT, reliability DOUBLE PRECISION, created_at TEXT NOT NULL, "
-            "updated_at TEXT NOT NULL, finalized_at TEXT"
+            "updated_at TEXT NOT NULL, finalized_at TEXT, sparse INTEGER NOT NULL DEFAULT 0, "
+            "split_half DOUBLE PRECISION, first_shown_win_rate DOUBLE PRECISION, "
+            "position_bias_ci_low DOUBLE PRECISION, position_bias_ci_high DOUBLE PRECISION, "
+            "mean_se DOUBLE PRECISION, max_se DOUBLE PRECISION, never_compared INTEGER, "
+            "quality_flags TEXT"
         )
     }
     indexes = (
@@ -90,8 +94,8 @@ class BatchSummaryProjection(ReadModelProjection):
                 c,
                 f"INSERT INTO {table} (batch_id, external_ref, status, provider, model, "
                 "essays, anchors, budget, comparisons_requested, successes, "
-                "failures, waves, decisions, created_at, updated_at) "
-                "VALUES (?, ?, 'registered', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?)",
+                "failures, waves, decisions, created_at, updated_at, sparse) "
+                "VALUES (?, ?, 'registered', ?, ?, ?, ?, ?, 0, 0, 0, 0, 0, ?, ?, ?)",
                 (
                     batch_id,
                     event.external_ref,
@@ -102,6 +106,7 @@ class BatchSummaryProjection(ReadModelProjection):
                     event.policy.max_pairs_cap,
                     at,
                     at,
+                    int(event.sparse),
                 ),
             )
         elif isinstance(event, CJBatch.BatchingModeSet):
@@ -140,6 +145,26 @@ class BatchSummaryProjection(ReadModelProjection):
                 "WHERE batch_id = ?",
                 (event.status.value, event.failure_reason, event.reliability, at, at, batch_id),
             )
+            quality = event.quality
+            if quality is not None:  # recorded from policy version 2 on
+                bias = quality.position_bias
+                store.execute(
+                    c,
+                    f"UPDATE {table} SET split_half = ?, first_shown_win_rate = ?, "
+                    "position_bias_ci_low = ?, position_bias_ci_high = ?, mean_se = ?, "
+                    "max_se = ?, never_compared = ?, quality_flags = ? WHERE batch_id = ?",
+                    (
+                        quality.split_half,
+                        bias.first_shown_win_rate,
+                        bias.ci_low,
+                        bias.ci_high,
+                        quality.mean_se,
+                        quality.max_se,
+                        quality.never_compared,
+                        ",".join(quality.flags),
+                        batch_id,
+                    ),
+                )
 
 
 class RankingsProjection(ReadModelProjection):
@@ -148,20 +173,35 @@ class RankingsProjection(ReadModelProjection):
         "rankings": (
             "batch_id TEXT NOT NULL, essay_id TEXT NOT NULL, score DOUBLE PRECISION NOT NULL, "
             "se DOUBLE PRECISION NOT NULL, rank INTEGER NOT NULL, comparisons INTEGER NOT NULL, "
+            "infit DOUBLE PRECISION, outfit DOUBLE PRECISION, misfit INTEGER, "
             "PRIMARY KEY (batch_id, essay_id)"
         )
     }
     handles = (CJBatch.Finalized,)
 
     def apply(self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], event: Any) -> None:
+        fit = {} if event.quality is None else {e.essay_id: e for e in event.quality.essays}
+        rows = []
+        for s in event.scores:
+            essay = fit.get(s.essay_id)
+            rows.append(
+                (
+                    str(event.originator_id),
+                    s.essay_id,
+                    s.score,
+                    s.se,
+                    s.rank,
+                    s.comparisons,
+                    None if essay is None else essay.infit,
+                    None if essay is None else essay.outfit,
+                    None if essay is None else int(essay.misfit),
+                )
+            )
         store.execute_many(
             c,
-            f"INSERT INTO {tables['rankings']} (batch_id, essay_id, score, se, rank, comparisons) "
-            "VALUES (?, ?, ?, ?, ?, ?)",
-            [
-                (str(event.originator_id), s.essay_id, s.score, s.se, s.rank, s.comparisons)
-                for s in event.scores
-            ],
+            f"INSERT INTO {tables['rankings']} (batch_id, essay_id, score, se, rank, "
+            "comparisons, infit, outfit, misfit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            rows,
         )
 
 

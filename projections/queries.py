@@ -134,7 +134,9 @@ class ReadModels:
     # ------------------------------------------------------------------ per batch
 
     def rankings(self, batch_id: str) -> list[dict[str, Any]]:
-        return self._select("rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank")
+        return self._select(
+            "rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank, essay_id"
+        )
 
     def comparisons(self, batch_id: str) -> list[dict[str, Any]]:
         return self._select(

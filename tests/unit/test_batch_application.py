@@ -260,14 +260,22 @@ def test_provider_batch_mode_with_budget_left_finalizes_by_guard(make_app: AppFa
     assert decision.raw_decision in (DecisionKind.RESAMPLE, DecisionKind.REQUEST_MORE_COMPARISONS)
 
 
-def test_small_net_covers_then_resamples_at_most_four_times(make_app: AppFactory) -> None:
+@pytest.mark.parametrize("seed", [5, 6, 7])
+def test_small_net_covers_then_resamples_at_most_four_times(
+    make_app: AppFactory, seed: int
+) -> None:
     app = make_app()
-    batch_id = run_batch(app, n=3)
+    batch_id = run_batch(app, n=3, seed=seed)
     modes = [(w.generation_mode, len(w.pairs)) for w in waves(app, batch_id)]
     assert modes[:3] == [(GenerationMode.COVERAGE, 1)] * 3
     assert all(mode is GenerationMode.RESAMPLING for mode, _ in modes[3:])
-    kinds = [d.decision for d in decisions(app, batch_id)]
-    assert kinds.count(DecisionKind.RESAMPLE) <= 4
+    trail = decisions(app, batch_id)
+    kinds = [d.decision for d in trail]
+    # every resampling wave was asked for by a RESAMPLE decision, at least one happened,
+    # and the batch stops at the fourth pass unless it was stable before
+    assert kinds.count(DecisionKind.RESAMPLE) == len(modes) - 3 >= 1
+    expected = "small_net_passes_exhausted" if len(modes) - 3 == 4 else "stable"
+    assert trail[-1].reason == expected
     assert kinds[-1] is DecisionKind.FINALIZE_SCORING
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from domain.batching import resolve_batching_mode
 from domain.continuation import (
@@ -213,11 +215,52 @@ def test_decide_applies_rules_in_order(
     assert (decision.kind, decision.reason.value) == (kind, reason)
 
 
-def test_a_batch_is_never_left_idle() -> None:
-    """Whatever the context, a closed wave ends in a finalize or a new wave."""
-    for _, ctx, *_ in CASES:
-        if ctx.open_comparisons == 0:
-            assert decide(ctx, POLICY).kind is not DecisionKind.WAIT
+@st.composite
+def closed_waves(draw: st.DrawFn) -> ContinuationContext:
+    """Any consistent context of a wave that has closed."""
+    n = draw(st.integers(2, 40))
+    budget = draw(st.integers(1, 300))
+    submitted = draw(st.integers(1, budget + 5))
+    successes = draw(st.integers(0, submitted))
+    all_pairs = n * (n - 1) // 2
+    return ContinuationContext(
+        wave_number=draw(st.integers(1, 30)),
+        essay_count=n,
+        budget=budget,
+        pairs_submitted=submitted,
+        outcomes=submitted,
+        successes=successes,
+        failures=submitted - successes,
+        open_comparisons=0,
+        pairs_available=draw(st.integers(0, all_pairs)),
+        success_coverage=draw(st.sampled_from([0.0, 0.5, 0.99, 1.0])),
+        resampling_passes_used=draw(st.integers(0, 5)),
+        is_small_net=n <= POLICY.small_net_max_essays,
+        max_score_change=draw(st.one_of(st.none(), st.floats(0.0, 3.0))),
+        new_successes=draw(st.integers(0, successes)),
+        pairing_found_nothing=draw(st.booleans()),
+    )
+
+
+@settings(max_examples=500, deadline=None)
+@given(closed_waves(), st.sampled_from(list(BatchingMode)), st.sampled_from([POLICY, POLICY_V1]))
+def test_a_batch_is_never_left_idle(
+    ctx: ContinuationContext, mode: BatchingMode, policy: BatchPolicy
+) -> None:
+    """A closed wave ends in a finalize, or in a wave that has budget and something to
+    ask; and when pairing then finds nothing, the fallback finalizes."""
+    guarded = apply_mode_guards(decide(ctx, policy), mode, ctx, policy)
+    final = guarded.final
+    assert final.kind is not DecisionKind.WAIT
+    if final.kind is DecisionKind.REQUEST_MORE_COMPARISONS:
+        assert ctx.budget_left > 0 and ctx.pairs_available > 0
+        assert not ctx.pairing_found_nothing
+    if final.kind is DecisionKind.RESAMPLE:
+        assert ctx.budget_left > 0 and not ctx.pairing_found_nothing
+    if final.kind is DecisionKind.FINALIZE_FAILURE:
+        assert ctx.success_rate is not None and ctx.success_rate < 1.0
+    _, fallback = when_pairing_finds_nothing(ctx, mode, policy)
+    assert fallback.final.kind in (DecisionKind.FINALIZE_SCORING, DecisionKind.FINALIZE_FAILURE)
 
 
 # Rules that changed with policy version 2: what version 1 decided (still what a batch
@@ -357,12 +400,20 @@ def test_when_pairing_finds_nothing_the_rules_still_apply(
 GUARD_CASES = [
     # id, mode, context, expected final, expected reason, guard expected
     (
-        "provider_batch_callbacks_at_cap_with_budget_left_finalizes",
+        "provider_batch_single_wave_with_budget_left_finalizes",
         BatchingMode.PROVIDER_BATCH_API,
         replace(SMALL, budget=120, resampling_passes_used=0, max_score_change=None),
         D.FINALIZE_SCORING,
         "provider_batch_single_wave",
         True,
+    ),
+    (
+        "provider_batch_outcomes_at_cap_finalize_without_the_guard",
+        BatchingMode.PROVIDER_BATCH_API,
+        replace(BASE, pairs_submitted=120, outcomes=120, successes=120, max_score_change=None),
+        D.FINALIZE_SCORING,
+        "callbacks_reached_cap",
+        False,
     ),
     (
         "provider_batch_unstable_scores_still_no_new_wave",

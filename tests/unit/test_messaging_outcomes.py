@@ -252,11 +252,45 @@ async def test_an_unreachable_store_requeues_after_a_backoff_and_never_acks(
     assert completed(cj, batch.id) == []
 
 
-async def test_backoff_grows_with_consecutive_store_failures() -> None:
-    consumer = consumer_for(lambda items: [], FakeDeadLetters())
-    consumer.backoff = Backoff(base_seconds=1.0, max_seconds=60.0, jitter=0.0)
-    consumer.consecutive_failures = 4
-    assert consumer.backoff.delay(consumer.consecutive_failures, 0.5) == 8.0
+@dataclass(frozen=True)
+class WatchedBackoff(Backoff):
+    """The real backoff, noting the retry number the consumer asks a delay for."""
+
+    asked: list[int] = field(default_factory=list, compare=False)
+
+    def delay(self, retry_number: int, random_fraction: float) -> float:
+        self.asked.append(retry_number)
+        return super().delay(retry_number, random_fraction)
+
+
+async def test_backoff_grows_with_consecutive_store_failures_and_resets_after_a_success(
+    cj: BatchApplication,
+) -> None:
+    batch = started_batch(cj)
+    outages = [OperationalError("could not connect to server")] * 3
+
+    def flaky_store(items: Sequence[Any]) -> list[RecordResult]:
+        if outages:
+            raise outages.pop()
+        return cj.record_outcomes(items)
+
+    backoff = WatchedBackoff(base_seconds=0.001, max_seconds=0.004, jitter=0.0)
+    consumer = consumer_for(flaky_store, FakeDeadLetters(), backoff=backoff)
+    await consumer.start()
+    for _ in range(4):  # the broker redelivers each requeued message
+        delivery = FakeDelivery(outcome_body(batch))
+        await consumer.handle(delivery)
+        for _ in range(500):
+            if delivery.settled:
+                break
+            await asyncio.sleep(0.002)
+        assert delivery.settled
+    await consumer.stop()
+
+    assert backoff.asked == [1, 2, 3]  # each failure in a row waits one step longer
+    assert [backoff.delay(n, 0.0) for n in (1, 2, 3)] == [0.001, 0.002, 0.004]
+    assert consumer.consecutive_failures == 0  # the fourth delivery was recorded
+    assert len(completed(cj, batch.id)) == 1
 
 
 async def test_an_unexpected_error_is_narrowed_down_to_the_outcome_that_causes_it(

@@ -63,6 +63,15 @@ def fold(events: list[Any]) -> dict[str, Any]:
                 "created_at": at,
                 "updated_at": at,
                 "finalized_at": None,
+                "sparse": int(e.sparse),
+                "split_half": None,
+                "first_shown_win_rate": None,
+                "position_bias_ci_low": None,
+                "position_bias_ci_high": None,
+                "mean_se": None,
+                "max_se": None,
+                "never_compared": None,
+                "quality_flags": None,
             }
             continue
         summary["updated_at"] = at
@@ -146,6 +155,19 @@ def fold(events: list[Any]) -> dict[str, Any]:
                 reliability=e.reliability,
                 finalized_at=at,
             )
+            q = e.quality
+            fit = {} if q is None else {x.essay_id: x for x in q.essays}
+            if q is not None:
+                summary.update(
+                    split_half=q.split_half,
+                    first_shown_win_rate=q.position_bias.first_shown_win_rate,
+                    position_bias_ci_low=q.position_bias.ci_low,
+                    position_bias_ci_high=q.position_bias.ci_high,
+                    mean_se=q.mean_se,
+                    max_se=q.max_se,
+                    never_compared=q.never_compared,
+                    quality_flags=",".join(q.flags),
+                )
             rankings = [
                 {
                     "batch_id": bid,
@@ -154,8 +176,11 @@ def fold(events: list[Any]) -> dict[str, Any]:
                     "se": s.se,
                     "rank": s.rank,
                     "comparisons": s.comparisons,
+                    "infit": fit[s.essay_id].infit if s.essay_id in fit else None,
+                    "outfit": fit[s.essay_id].outfit if s.essay_id in fit else None,
+                    "misfit": int(fit[s.essay_id].misfit) if s.essay_id in fit else None,
                 }
-                for s in sorted(e.scores, key=lambda s: s.rank)
+                for s in sorted(e.scores, key=lambda s: (s.rank, s.essay_id))
             ]
     return {
         "summary": summary,

@@ -8,6 +8,7 @@ from datetime import timedelta
 import pytest
 
 from domain.lps import QueueProcessingMode, normalise_overrides
+from infrastructure.messaging.contracts import ComparisonRequestV1
 from tests.unit.lps.support import T0, make_request
 
 
@@ -56,5 +57,20 @@ def test_attempt_count_cannot_be_negative():
         make_request("c1", attempts=-1)
 
 
-def test_request_id_is_the_comparison_id():
-    assert make_request("cmp-9").comparison_id == "cmp-9"
+def test_the_comparison_id_survives_the_queue_and_names_the_outcome():
+    """CJ's comparison id becomes the queued request's id and comes back on its outcome."""
+    message = ComparisonRequestV1(
+        comparison_id="cmp-9",
+        batch_id="batch-1",
+        wave_number=1,
+        essay_a="e1",
+        essay_b="e2",
+        provider="simulated",
+        model="sim-1",
+        requested_at=T0,
+        deadline_at=T0 + timedelta(hours=1),
+        correlation_id="corr-1",
+    )
+    queued = message.to_queued(T0)
+    assert queued.request_id == "cmp-9"
+    assert make_request("cmp-8").request_id == "cmp-8" != queued.request_id
