@@ -33,8 +33,8 @@ from pathlib import Path
 from typing import Any
 
 from eventsourcing.persistence import Tracking
-from eventsourcing.postgres import PostgresTrackingRecorder
-from eventsourcing.sqlite import SQLiteTrackingRecorder
+from eventsourcing.postgres import PostgresRecorder, PostgresTrackingRecorder
+from eventsourcing.sqlite import SQLiteRecorder, SQLiteTrackingRecorder
 
 GENERATIONS_TABLE = "cjledger_rm_generations"
 PG_TRACKING_TABLE = "cjledger_rm_tracking"
@@ -430,11 +430,10 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
 
 def store_for(app: Any) -> ReadModelStoreMixin:
     """The read-model store that lives in the same database as ``app``'s events."""
-    module = type(app.recorder).__module__
     store: ReadModelStoreMixin
-    if module.endswith("sqlite"):
+    if isinstance(app.recorder, SQLiteRecorder):
         store = SQLiteReadModelStore(app.recorder.datastore)
-    elif module.endswith("postgres"):
+    elif isinstance(app.recorder, PostgresRecorder):
         store = PostgresReadModelStore(app.recorder.datastore)
     else:
         raise ValueError("read models need a SQLite or PostgreSQL store (CJLEDGER_DATABASE_URL)")

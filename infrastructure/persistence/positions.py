@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from eventsourcing.postgres import PostgresRecorder
+from eventsourcing.sqlite import SQLiteRecorder
 from psycopg import sql
 
 from application.dispatcher import InMemoryPositionStore
@@ -77,9 +79,8 @@ class PostgresPositionStore:
 
 def position_store_for(app: Any) -> PositionStore:
     """The position store that lives beside ``app``'s events."""
-    module = type(app.recorder).__module__
-    if module.endswith("sqlite"):
+    if isinstance(app.recorder, SQLiteRecorder):
         return SQLitePositionStore(app.recorder.datastore)
-    if module.endswith("postgres"):
+    if isinstance(app.recorder, PostgresRecorder):
         return PostgresPositionStore(app.recorder.datastore)
     return InMemoryPositionStore()
