@@ -10,12 +10,13 @@ or a plain late arrival) and does nothing extra, so only one next wave is ever r
 
 from __future__ import annotations
 
+import random
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
 from typing import Any, TypeVar
@@ -25,13 +26,36 @@ import structlog
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
-from eventsourcing.utils import get_topic
+from eventsourcing.utils import get_topic, resolve_topic
 
+from application.content import (
+    CONTENT_WRITES_KWARG,
+    ContentStore,
+    ContentStoreUnavailable,
+    ContentWrite,
+    EraseEssay,
+    EssayContent,
+    EssaySubmission,
+    ExternalIdResolver,
+    RegisterContent,
+    StoreAnswer,
+    UnknownEssay,
+    keyed_hash,
+    new_ref,
+    new_secret,
+)
 from application.notification_log import scan_log
 from application.serialization import TupleRestoringMapper, register_value_types
 from application.snapshot_store import SNAPSHOTS_KEPT, SnapshotCompressor, prune_snapshots
 from domain import workflow
-from domain.batch import BatchPhase, CJBatch, ComparisonRecord, OutcomeRejected, WaveRecord
+from domain.batch import (
+    BatchPhase,
+    CJBatch,
+    CommandRejected,
+    ComparisonRecord,
+    OutcomeRejected,
+    WaveRecord,
+)
 from domain.continuation import LEGACY_CONTEXT_FIELDS, ContinuationContext, DecisionKind
 from domain.policy import BatchPolicy
 from domain.quality import BatchQuality
@@ -108,10 +132,16 @@ class BatchConflict(ValueError):
         self.batch_id = batch_id
 
 
-def submission_differences(batch: CJBatch, cmd: RegisterBatch, policy: BatchPolicy) -> list[str]:
-    """What the caller asks for differently from the batch already registered."""
+def submission_differences(
+    batch: CJBatch,
+    cmd: RegisterBatch,
+    policy: BatchPolicy,
+    essays: tuple[Essay, ...] | None = None,
+) -> list[str]:
+    """What the caller asks for differently from the batch already registered
+    (``essays``: the submissions as the log would carry them, if they were submissions)."""
     asked = {
-        "essays": tuple(cmd.essays),
+        "essays": tuple(cmd.essays) if essays is None else essays,
         "requested mode": cmd.requested_mode,
         "provider": cmd.provider,
         "model": cmd.model,
@@ -135,8 +165,13 @@ class ConcurrencyExhausted(RuntimeError):
 
 @dataclass(frozen=True)
 class RegisterBatch:
+    """Register a batch. A school's essays come as ``submissions`` (external id + text),
+    which the application turns into opaque refs and keyed hashes, keeping texts, ids,
+    instructions and rubric in the content store. ``essays`` (refs and hashes made
+    elsewhere, no content) remains for synthetic batches and tests."""
+
     external_ref: str
-    essays: tuple[Essay, ...]
+    essays: tuple[Essay, ...] = ()
     provider: str = "simulated"
     model: str = "simulated-judge-1"
     requested_mode: BatchingMode | None = None
@@ -144,6 +179,19 @@ class RegisterBatch:
     seed: int = 0
     policy: BatchPolicy = field(default_factory=BatchPolicy)
     allow_sparse: bool = False
+    submissions: tuple[EssaySubmission, ...] = ()
+    instructions: str = ""
+    rubric: str = ""
+    ref_seed: int | None = None
+    """Draw the essay refs from this seed instead of the system's randomness, so that a
+    synthetic batch (the demo) pairs the same way in every fresh store."""
+
+
+@dataclass(frozen=True)
+class ErasureResult:
+    batch_id: UUID
+    essay_ref: str
+    answers_erased: int
 
 
 class RecordStatus(Enum):
@@ -179,6 +227,7 @@ class UnitOfWork:
         self.app = app
         self._loaded: dict[UUID, CJBatch] = {}
         self._added: dict[UUID, CJBatch] = {}
+        self._content: list[ContentWrite] = []
 
     @property
     def touched(self) -> list[UUID]:
@@ -199,12 +248,16 @@ class UnitOfWork:
         """A batch created by this command."""
         self._added[batch.id] = batch
 
+    def write_content(self, *writes: ContentWrite) -> None:
+        """Content-store rows to write in the transaction of this unit's events."""
+        self._content.extend(writes)
+
     def commit(self) -> None:
         """Save every changed batch in one append (``IntegrityError`` on a lost race)."""
         changed = [b for b in (*self._loaded.values(), *self._added.values()) if b.pending_events]
         if not changed:
             return
-        self.app.save(*changed)
+        self.app.save(*changed, **{CONTENT_WRITES_KWARG: self._content})
         cache = self.app.repository.cache
         if cache is not None:
             for batch in self._added.values():
@@ -257,6 +310,33 @@ class BatchApplication(Application[UUID]):
         self.snapshot_interval = int(self.env.get("SNAPSHOT_INTERVAL") or 0)
         self._batch_locks = tuple(threading.RLock() for _ in range(self.lock_stripes))
         self.wave_closings: deque[WaveClosing] = deque(maxlen=1000)
+
+    def construct_recorder(self) -> Any:
+        """The library's in-memory factory ignores ``APPLICATION_RECORDER_TOPIC``; honour it
+        there too, so every store can carry the content tables' recorder."""
+        topic = self.env.get("APPLICATION_RECORDER_TOPIC")
+        if topic and self.env.get("PERSISTENCE_MODULE", "eventsourcing.popo").endswith("popo"):
+            return resolve_topic(topic)()
+        return super().construct_recorder()
+
+    @property
+    def content(self) -> ContentStore | None:
+        """The content store beside the events (``None`` for a store opened without it)."""
+        content: ContentStore | None = getattr(self.recorder, "content", None)
+        return content
+
+    def require_content(self) -> ContentStore:
+        content = self.content
+        if content is None:
+            raise ContentStoreUnavailable(
+                "this event store was opened without its content tables "
+                "(open it through infrastructure.persistence.store.eventsourcing_env)"
+            )
+        return content
+
+    def external_ids(self, batch_id: UUID) -> ExternalIdResolver:
+        """Resolves the batch's essay refs to the school's ids (``[erased]`` when gone)."""
+        return ExternalIdResolver.for_batch(self.content, str(batch_id))
 
     def register_transcodings(self, transcoder: JSONTranscoder) -> None:
         super().register_transcodings(transcoder)
@@ -323,14 +403,17 @@ class BatchApplication(Application[UUID]):
             if existing is not None:
                 # Registered before (or by another process a moment ago): the same request
                 # is a no-op; a different one under the same reference is refused.
-                differences = submission_differences(existing, cmd, policy)
+                differences = submission_differences(
+                    existing, cmd, policy, self._as_registered(existing, cmd)
+                )
                 if differences:
                     raise BatchConflict(batch_id, cmd.external_ref, differences)
                 log.info("batch_already_registered", batch_id=str(batch_id))
                 return None
+            essays, writes = self._essays_and_content(batch_id, cmd)
             batch = CJBatch.register(
                 external_ref=cmd.external_ref,
-                essays=tuple(cmd.essays),
+                essays=essays,
                 policy=policy,
                 requested_mode=cmd.requested_mode,
                 provider=cmd.provider,
@@ -340,6 +423,7 @@ class BatchApplication(Application[UUID]):
             )
             workflow.start_batch(batch, self.mode_setting, self.clock())
             uow.add(batch)
+            uow.write_content(*writes)
             return batch
 
         batch = self.run_unit_of_work([batch_id], register)
@@ -352,6 +436,88 @@ class BatchApplication(Application[UUID]):
             )
         return batch_id
 
+    def _essays_and_content(
+        self, batch_id: UUID, cmd: RegisterBatch
+    ) -> tuple[tuple[Essay, ...], list[ContentWrite]]:
+        """The essays the log will carry, and the content rows that go with them."""
+        if not cmd.submissions:
+            return tuple(cmd.essays), []
+        if cmd.essays:
+            raise CommandRejected("give a batch either submissions or essays, not both")
+        seen: set[str] = set()
+        for submission in cmd.submissions:
+            if submission.external_id in seen:
+                raise CommandRejected(f"essay id {submission.external_id!r} appears twice")
+            seen.add(submission.external_id)
+        self.require_content()
+        secret = new_secret()
+        rng = None if cmd.ref_seed is None else random.Random(f"{cmd.ref_seed}:essay-refs")
+        refs = [new_ref(rng) for _ in cmd.submissions]
+        essays = tuple(
+            Essay(ref, keyed_hash(secret, s.text), s.is_anchor, s.known_grade)
+            for ref, s in zip(refs, cmd.submissions, strict=True)
+        )
+        content = RegisterContent(
+            batch_id=str(batch_id),
+            secret=secret,
+            instructions=cmd.instructions,
+            rubric=cmd.rubric,
+            essays=tuple(
+                EssayContent(ref, s.external_id, s.text)
+                for ref, s in zip(refs, cmd.submissions, strict=True)
+            ),
+        )
+        return essays, [content]
+
+    def _as_registered(self, batch: CJBatch, cmd: RegisterBatch) -> tuple[Essay, ...] | None:
+        """A resubmission's essays as ``batch`` carries them: same school ids (in order),
+        texts hashed with the batch's secret. ``None`` when ``cmd`` has no submissions."""
+        if not cmd.submissions:
+            return None
+        content = self.require_content()
+        secret = content.secret(str(batch.id))
+        external = content.external_ids(str(batch.id)) or {}
+        if secret is None or len(batch.essays) != len(cmd.submissions):
+            return ()  # differs: the batch has no content, or another number of essays
+        essays = []
+        for registered, s in zip(batch.essays, cmd.submissions, strict=True):
+            if external.get(registered.essay_id) != s.external_id:
+                return ()  # another essay (or one erased since): not the same request
+            essays.append(
+                Essay(registered.essay_id, keyed_hash(secret, s.text), s.is_anchor, s.known_grade)
+            )
+        return tuple(essays)
+
+    def erase_essay(self, batch_id: UUID, external_id: str, reason: str) -> ErasureResult:
+        """Erase one essay: its text, its external id and every justification and raw
+        answer of the comparisons it took part in leave the content store, and
+        ``EssayErased`` is appended, all in one transaction. Decisions never read text,
+        so the batch replays to the same decisions afterwards."""
+        content = self.require_content()
+
+        def erase(uow: UnitOfWork) -> ErasureResult:
+            batch = uow.load(batch_id)
+            if batch is None:
+                raise BatchNotFound(f"batch {batch_id} does not exist")
+            ref = ExternalIdResolver.for_batch(content, str(batch_id)).ref_for(external_id)
+            if ref is None:
+                raise UnknownEssay(
+                    f"batch {batch_id} has no essay {external_id!r} "
+                    "(never submitted, or already erased)"
+                )
+            batch.erase_essay(ref, reason, self.clock())
+            uow.write_content(EraseEssay(str(batch_id), ref))
+            answers = sum(
+                1
+                for cid in content.answers(str(batch_id))
+                if cid in batch.comparisons and batch.comparisons[cid].pair.involves(ref)
+            )
+            return ErasureResult(batch_id, ref, answers)
+
+        result = self.run_unit_of_work([batch_id], erase)
+        log.info("essay_erased", batch_id=str(batch_id), essay_ref=result.essay_ref)
+        return result
+
     def record_outcome(self, batch_id: UUID, outcome: ComparisonOutcome) -> bool:
         """Record one outcome. ``False`` for a duplicate; raises for a rejected outcome."""
         (result,) = self.record_outcomes([(batch_id, outcome)])
@@ -362,12 +528,18 @@ class BatchApplication(Application[UUID]):
         return result.status is RecordStatus.RECORDED
 
     def record_outcomes(
-        self, items: Sequence[tuple[UUID, ComparisonOutcome]]
+        self,
+        items: Sequence[tuple[UUID, ComparisonOutcome]],
+        raw_answers: Mapping[str, str | None] | None = None,
     ) -> list[RecordResult]:
         """Record many outcomes in one transaction; each gets its own result.
 
-        A rejected outcome is reported alone and never blocks its neighbours.
+        A rejected outcome is reported alone and never blocks its neighbours. The judge's
+        justification (and its raw answer, from ``raw_answers`` by comparison id) go to the
+        content store in the same transaction as the ``ComparisonCompleted`` that refers
+        to them; the event itself carries neither.
         """
+        answers = raw_answers or {}
         by_batch: dict[UUID, list[int]] = {}
         for index, (batch_id, _) in enumerate(items):
             by_batch.setdefault(batch_id, []).append(index)
@@ -385,7 +557,7 @@ class BatchApplication(Application[UUID]):
                             f"batch {batch_id} does not exist",
                         )
                         if batch is None
-                        else self._apply_outcome(batch, items[i][1], now)
+                        else self._apply_outcome(uow, batch, items[i][1], answers, now)
                     )
             return [r for r in results if r is not None]
 
@@ -498,17 +670,40 @@ class BatchApplication(Application[UUID]):
                 cache.get(batch_id, evict=True)
 
     def _apply_outcome(
-        self, batch: CJBatch, outcome: ComparisonOutcome, now: datetime
+        self,
+        uow: UnitOfWork,
+        batch: CJBatch,
+        outcome: ComparisonOutcome,
+        raw_answers: Mapping[str, str | None],
+        now: datetime,
     ) -> RecordResult:
+        """Record one outcome with its prose moved out of the event into the content store
+        (dropped, never stored, when it concerns an essay erased meanwhile)."""
+        raw_answer = raw_answers.get(outcome.comparison_id)
+        justification = outcome.success.justification if outcome.success else ""
+        if outcome.success is not None and justification:
+            outcome = replace(outcome, success=replace(outcome.success, justification=""))
+        keep = bool(justification or raw_answer) and self.content is not None
+        keep = keep and not batch.pair_involves_erased(outcome.comparison_id)
+        ref = outcome.comparison_id if keep else None
         decisions_before = batch.decision_count
         started = time.perf_counter()
         try:
-            recorded = workflow.record_outcome(batch, outcome, now)
+            recorded = workflow.record_outcome(batch, outcome, now, justification_ref=ref)
         except OutcomeRejected as rejected:
             return RecordResult(RecordStatus.REJECTED, rejected.code, str(rejected))
         if batch.decision_count > decisions_before:
             self._wave_closed(batch, time.perf_counter() - started)
-        return RecordResult(RecordStatus.RECORDED if recorded else RecordStatus.DUPLICATE)
+        if not recorded:
+            return RecordResult(RecordStatus.DUPLICATE)
+        if ref is not None:
+            pair = batch.comparisons[outcome.comparison_id].pair
+            uow.write_content(
+                StoreAnswer(
+                    str(batch.id), ref, pair.essay_a, pair.essay_b, justification, raw_answer
+                )
+            )
+        return RecordResult(RecordStatus.RECORDED)
 
     def _wave_closed(self, batch: CJBatch, seconds: float) -> None:
         """Note what closing a wave cost (fit, decide, plan the next wave; before the save).

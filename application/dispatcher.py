@@ -5,11 +5,18 @@ one ``ComparisonRequest`` per pair, hands them to a transport, and only then mov
 remembered position. A crash between the two re-sends the wave (at-least-once, and LPS and
 ``record_outcome`` are idempotent per comparison id); nothing is ever skipped, and no code
 path sends a request that was not first stored as an event.
+
+Events name essays by opaque refs only. As a wave leaves, the dispatcher copies the two
+texts, the instructions and the rubric from the content store into each request, so LPS
+needs no database. A request whose essay was erased before it left is not sent: it is
+answered at once with the failure ``content_erased``, recorded like any other outcome.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+from uuid import UUID
 
 import structlog
 from eventsourcing.utils import get_topic
@@ -18,6 +25,9 @@ from application.batches import BatchApplication
 from application.notification_log import follow_log
 from application.ports import ComparisonRequest, PositionStore, RequestTransport
 from domain.batch import CJBatch
+from domain.values import ComparisonOutcome, FailureDetails, FailureSource
+
+CONTENT_ERASED = "content_erased"
 
 log = structlog.get_logger("cjledger.dispatcher")
 
@@ -79,8 +89,11 @@ class OutboxDispatcher:
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
                 assert isinstance(event, CJBatch.ComparisonsRequested)
-                requests = requests_from_event(event)
-                self.transport.send(requests)
+                requests, erased = self.with_content(requests_from_event(event))
+                if requests:
+                    self.transport.send(requests)
+                if erased:
+                    self.answer_erased(event.originator_id, erased)
                 self.positions.set(self.name, notification.id)
                 sent += len(requests)
                 log.info(
@@ -88,9 +101,60 @@ class OutboxDispatcher:
                     batch_id=str(event.originator_id),
                     wave=event.wave_number,
                     requests=len(requests),
+                    content_erased=len(erased),
                     position=notification.id,
                 )
         return sent
+
+    def with_content(
+        self, requests: list[ComparisonRequest]
+    ) -> tuple[list[ComparisonRequest], list[ComparisonRequest]]:
+        """The requests with their texts filled in, and those whose text is gone.
+
+        A batch registered without content (synthetic essays) is sent as it is.
+        """
+        content = self.app.content
+        if not requests or content is None:
+            return requests, []
+        batch_id = requests[0].batch_id
+        texts = content.batch_texts(batch_id)
+        if texts is None:
+            return requests, []
+        refs = sorted({r.essay_a for r in requests} | {r.essay_b for r in requests})
+        essays = content.essay_texts(batch_id, refs)
+        ready, erased = [], []
+        for request in requests:
+            if request.essay_a in essays and request.essay_b in essays:
+                ready.append(
+                    replace(
+                        request,
+                        essay_a_text=essays[request.essay_a],
+                        essay_b_text=essays[request.essay_b],
+                        instructions=texts.instructions,
+                        rubric=texts.rubric,
+                    )
+                )
+            else:
+                erased.append(request)
+        return ready, erased
+
+    def answer_erased(self, batch_id: UUID, requests: list[ComparisonRequest]) -> None:
+        outcomes = [
+            (
+                batch_id,
+                ComparisonOutcome(
+                    comparison_id=r.comparison_id,
+                    failure=FailureDetails(
+                        error_code=CONTENT_ERASED,
+                        message="an essay of this pair was erased before the request was sent",
+                        retryable=False,
+                        source=FailureSource.DISPATCHER,
+                    ),
+                ),
+            )
+            for r in requests
+        ]
+        self.app.record_outcomes(outcomes)
 
     def backlog(self) -> int:
         """Notifications of any kind stored after the dispatcher's position."""

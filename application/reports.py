@@ -6,8 +6,8 @@ why a batch did what it did.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from domain.batch import CJBatch
@@ -47,6 +47,32 @@ class RankingLine:
 
 
 @dataclass(frozen=True)
+class UsageTotals:
+    """Tokens and estimated cost of a batch's successful comparisons."""
+
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
+    judged_comparisons: int = 0
+
+    def plus(self, prompt: int, completion: int, cost: float) -> UsageTotals:
+        return UsageTotals(
+            self.prompt_tokens + prompt,
+            self.completion_tokens + completion,
+            self.cost_usd + cost,
+            self.judged_comparisons + 1,
+        )
+
+
+Resolve = Callable[[str], str]
+"""Essay ref -> what to show for it (the school's id, or ``[erased]``)."""
+
+
+def _as_is(ref: str) -> str:
+    return ref
+
+
+@dataclass(frozen=True)
 class BatchReport:
     batch_id: str
     external_ref: str
@@ -63,10 +89,12 @@ class BatchReport:
     outcomes: int
     sparse: bool = False
     quality: BatchQuality | None = None
+    usage: UsageTotals = UsageTotals()
+    essays_erased: int = 0
 
 
-def build_report(events: Sequence[Any]) -> BatchReport:
-    """Fold one batch's events into a report."""
+def build_report(events: Sequence[Any], resolve: Resolve = _as_is) -> BatchReport:
+    """Fold one batch's events into a report; essays are shown through ``resolve``."""
     registered = events[0]
     assert isinstance(registered, CJBatch.BatchRegistered)
     mode = mode_source = failure_reason = None
@@ -76,7 +104,8 @@ def build_report(events: Sequence[Any]) -> BatchReport:
     rankings: tuple[RankingLine, ...] = ()
     reliability = None
     quality: BatchQuality | None = None
-    requested = outcomes = 0
+    requested = outcomes = erased = 0
+    usage = UsageTotals()
     for event in events:
         if isinstance(event, CJBatch.BatchingModeSet):
             mode, mode_source = event.mode.value, event.source
@@ -85,6 +114,13 @@ def build_report(events: Sequence[Any]) -> BatchReport:
             requested += len(event.pairs)
         elif isinstance(event, CJBatch.ComparisonCompleted):
             outcomes += 1
+            success = event.outcome.success
+            if success is not None:
+                usage = usage.plus(
+                    success.prompt_tokens, success.completion_tokens, success.cost_usd
+                )
+        elif isinstance(event, CJBatch.EssayErased):
+            erased += 1
         elif isinstance(event, CJBatch.ContinuationDecided):
             ctx = event.context
             decisions.append(
@@ -108,8 +144,14 @@ def build_report(events: Sequence[Any]) -> BatchReport:
             failure_reason = event.failure_reason
             reliability = event.reliability
             quality = event.quality
+            if quality is not None:  # essays by the school's ids, like the rankings
+                quality = replace(
+                    quality,
+                    essays=tuple(replace(e, essay_id=resolve(e.essay_id)) for e in quality.essays),
+                )
             rankings = tuple(
-                RankingLine(s.essay_id, s.score, s.se, s.rank, s.comparisons) for s in event.scores
+                RankingLine(resolve(s.essay_id), s.score, s.se, s.rank, s.comparisons)
+                for s in event.scores
             )
     return BatchReport(
         batch_id=str(registered.originator_id),
@@ -127,11 +169,13 @@ def build_report(events: Sequence[Any]) -> BatchReport:
         outcomes=outcomes,
         sparse=registered.sparse,
         quality=quality,
+        usage=usage,
+        essays_erased=erased,
     )
 
 
-def summarize_event(event: Any) -> str:
-    """One line that tells an auditor what an event says."""
+def summarize_event(event: Any, resolve: Resolve = _as_is) -> str:
+    """One line that tells an auditor what an event says (essays through ``resolve``)."""
     if isinstance(event, CJBatch.BatchRegistered):
         anchors = sum(1 for e in event.essays if e.is_anchor)
         mode = event.requested_mode.value if event.requested_mode else "none"
@@ -154,14 +198,17 @@ def summarize_event(event: Any) -> str:
         o = event.outcome
         if o.success is not None:
             return (
-                f"comparison={o.comparison_id} success winner={o.success.winner_id} "
-                f"confidence={o.success.confidence}"
+                f"comparison={o.comparison_id} success winner={resolve(o.success.winner_id)} "
+                f"confidence={o.success.confidence} tokens={o.success.prompt_tokens}+"
+                f"{o.success.completion_tokens}"
             )
         assert o.failure is not None
         return (
             f"comparison={o.comparison_id} failure code={o.failure.error_code} "
             f"source={o.failure.source.value}"
         )
+    if isinstance(event, CJBatch.EssayErased):
+        return f"essay={event.essay_ref} erased reason={event.reason!r}"
     if isinstance(event, CJBatch.ContinuationDecided):
         ctx = event.context
         guard = f" guard={event.guard} raw={event.raw_decision.value}" if event.guard else ""

@@ -1,4 +1,4 @@
-"""The CJ batch aggregate and its six events.
+"""The CJ batch aggregate and its events.
 
 Commands (plain methods) validate and then trigger an event; the ``@event`` bodies only
 apply state, because they run again on every replay. The workflow that decides what
@@ -94,6 +94,10 @@ class CJBatch(Aggregate):
         state.setdefault("sparse", False)
         state.setdefault("quality", None)
 
+    erased_essays: tuple[str, ...] = ()
+    """Refs of erased essays (a class default: batches stored before erasure existed,
+    and their snapshots, have none)."""
+
     class BatchRegistered(Aggregate.Created):
         class_version = 2
         external_ref: str
@@ -130,8 +134,27 @@ class CJBatch(Aggregate):
         deadline_at: datetime
 
     class ComparisonCompleted(Aggregate.Event):
-        class_version = 1
+        """Version 2 keeps the judge's prose out of the log: the outcome's justification
+        is empty and ``justification_ref`` names the content-store row holding it and the
+        raw answer (``None`` when there was nothing to keep). Version 1 events keep the
+        justification text they were stored with."""
+
+        class_version = 2
         outcome: ComparisonOutcome
+        justification_ref: str | None
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["justification_ref"] = None
+
+    class EssayErased(Aggregate.Event):
+        """An essay's text, external id and the answers about it were deleted from the
+        content store. The ref and hash stay in the log, so every decision replays."""
+
+        class_version = 1
+        essay_ref: str
+        reason: str
+        erased_at: datetime
 
     class ContinuationDecided(Aggregate.Event):
         class_version = 1
@@ -310,12 +333,27 @@ class CJBatch(Aggregate):
             )
         return record.outcome is None
 
-    def record_outcome(self, outcome: ComparisonOutcome) -> bool:
+    def record_outcome(
+        self, outcome: ComparisonOutcome, justification_ref: str | None = None
+    ) -> bool:
         """Record the first outcome of a comparison; later duplicates change nothing."""
         if not self.check_outcome(outcome):
             return False
-        self._comparison_completed(outcome=outcome)
+        self._comparison_completed(outcome=outcome, justification_ref=justification_ref)
         return True
+
+    def erase_essay(self, essay_ref: str, reason: str, now: datetime) -> None:
+        if essay_ref not in self.essay_ids:
+            raise CommandRejected(f"essay {essay_ref} is not part of batch {self.id}")
+        if essay_ref in self.erased_essays:
+            raise CommandRejected(f"essay {essay_ref} was already erased")
+        if not reason.strip():
+            raise CommandRejected("an erasure needs a reason")
+        self._essay_erased(essay_ref=essay_ref, reason=reason, erased_at=now)
+
+    def pair_involves_erased(self, comparison_id: str) -> bool:
+        record = self.comparisons.get(comparison_id)
+        return record is not None and any(record.pair.involves(ref) for ref in self.erased_essays)
 
     def record_decision(self, decision: GuardedDecision, context: ContinuationContext) -> None:
         """Record what was decided after a wave; reasons and guard are stored as their codes."""
@@ -390,8 +428,14 @@ class CJBatch(Aggregate):
             self.resampling_passes_used += 1
         self.phase = BatchPhase.RUNNING
 
+    @event(EssayErased)
+    def _essay_erased(self, essay_ref: str, reason: str, erased_at: datetime) -> None:
+        self.erased_essays = (*self.erased_essays, essay_ref)
+
     @event(ComparisonCompleted)
-    def _comparison_completed(self, outcome: ComparisonOutcome) -> None:
+    def _comparison_completed(
+        self, outcome: ComparisonOutcome, justification_ref: str | None
+    ) -> None:
         record = self.comparisons[outcome.comparison_id]
         self.comparisons[outcome.comparison_id] = replace(record, outcome=outcome)
         if record.wave_number == len(self.waves):

@@ -35,6 +35,7 @@ class FinalStatus(Enum):
 class FailureSource(Enum):
     LPS = "lps"
     DEADLINE = "deadline"
+    DISPATCHER = "dispatcher"  # e.g. an essay erased before its request left
 
 
 def essay_id_problem(essay_id: str) -> str | None:

@@ -200,7 +200,8 @@ def _plan_wave(
         seed=batch.seed,
         wave_number=len(batch.waves) + 1,
         generation_mode=generation,
-        essay_ids=[e.essay_id for e in batch.essays],
+        # an erased essay has no text left to show a judge
+        essay_ids=[e.essay_id for e in batch.essays if e.essay_id not in batch.erased_essays],
         history=history,
         scores=scores,
         max_pairs=batch.policy.max_pairs_cap - batch.pairs_submitted,
@@ -222,13 +223,18 @@ def _submit_wave(
     )
 
 
-def record_outcome(batch: CJBatch, outcome: ComparisonOutcome, now: datetime) -> bool:
+def record_outcome(
+    batch: CJBatch,
+    outcome: ComparisonOutcome,
+    now: datetime,
+    justification_ref: str | None = None,
+) -> bool:
     """Record one outcome and, if it closed the wave, decide what happens next.
 
     Returns ``False`` for a duplicate (nothing changes). Raises ``OutcomeRejected`` for an
     outcome that cannot belong to the batch.
     """
-    if not batch.record_outcome(outcome):
+    if not batch.record_outcome(outcome, justification_ref):
         return False
     continue_after_wave(batch, now)
     return True

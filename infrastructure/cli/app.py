@@ -23,6 +23,8 @@ batches_app = typer.Typer(
     help="Inspect batches in the event store.", no_args_is_help=True, rich_markup_mode=PLAIN_HELP
 )
 app.add_typer(batches_app, name="batches")
+essays_app = typer.Typer(help="Manage the essays of a batch (erasure).", no_args_is_help=True)
+app.add_typer(essays_app, name="essays")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

@@ -1,6 +1,11 @@
-"""Submission files: JSON lines of essays, validated line by line before anything is stored.
+"""Reading a school's essays file (``run`` and ``submit``): JSON lines, checked strictly.
 
-Imported only by ``cjledger submit`` (it needs pydantic, which other commands do not).
+Imported only by those commands (it needs pydantic, which other commands do not).
+
+One object per line: ``{"essay_id": str, "text": str, "is_anchor"?: bool,
+"known_grade"?: str}``. A UTF-8 byte-order mark is accepted; blank lines are skipped.
+Anything else stops the command with one line naming the file and the line number,
+before anything is stored.
 """
 
 from __future__ import annotations
@@ -9,16 +14,16 @@ import hashlib
 import json
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
-from domain.values import Essay
+from application.content import EssaySubmission
 from infrastructure.cli.app import fail
 from infrastructure.edge_types import Document, Identifier, Name
 from infrastructure.messaging.validation import describe_validation_error
 
 
 class EssayLine(BaseModel):
-    """One line of a submission file."""
+    """One line of an essays file."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
@@ -27,19 +32,34 @@ class EssayLine(BaseModel):
     is_anchor: bool = False
     known_grade: Name | None = None
 
+    @field_validator("text")
+    @classmethod
+    def _some_text(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("text must not be blank")
+        return value
 
-def read_essays(path: Path) -> tuple[Essay, ...]:
-    """Essays from a JSON-lines file; the content hash is the SHA-256 of the text.
 
-    Texts are not stored: events carry ids and hashes only (see ``docs/messaging.md``).
-    """
+def read_text_file(path: Path | None, what: str) -> str:
+    """An optional instructions or rubric file, as text (``""`` when not given)."""
+    if path is None:
+        return ""
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        return path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        fail(f"no such {what} file: {path}")
+    except (OSError, UnicodeDecodeError) as error:
+        fail(f"cannot read {what} file {path}: {error}")
+
+
+def read_essays(path: Path) -> tuple[EssaySubmission, ...]:
+    try:
+        lines = path.read_text(encoding="utf-8-sig").splitlines()
     except FileNotFoundError:
         fail(f"no such file: {path}")
     except (OSError, UnicodeDecodeError) as error:
         fail(f"cannot read {path}: {error}")
-    essays: list[Essay] = []
+    essays: list[EssaySubmission] = []
     seen: set[str] = set()
     for number, line in enumerate(lines, start=1):
         if not line.strip():
@@ -48,6 +68,8 @@ def read_essays(path: Path) -> tuple[Essay, ...]:
             data = json.loads(line)
         except json.JSONDecodeError as error:
             fail(f"{path}:{number}: not valid JSON ({error.msg})")
+        if not isinstance(data, dict):
+            fail(f"{path}:{number}: expected a JSON object with essay_id and text")
         try:
             row = EssayLine.model_validate(data)
         except ValidationError as error:
@@ -55,16 +77,17 @@ def read_essays(path: Path) -> tuple[Essay, ...]:
         if row.essay_id in seen:
             fail(f"{path}:{number}: essay id {row.essay_id!r} appears twice")
         seen.add(row.essay_id)
-        digest = hashlib.sha256(row.text.encode("utf-8")).hexdigest()
-        essays.append(Essay(row.essay_id, f"sha256:{digest}", row.is_anchor, row.known_grade))
+        essays.append(EssaySubmission(row.essay_id, row.text, row.is_anchor, row.known_grade))
     if not essays:
         fail(f"{path}: no essays (one JSON object per line: essay_id, text)")
     return tuple(essays)
 
 
-def default_ref(path: Path, essays: tuple[Essay, ...]) -> str:
-    """Same file contents, same reference: submitting a file twice starts one batch."""
-    digest = hashlib.sha256(
-        "\n".join(f"{e.essay_id}:{e.content_hash}" for e in essays).encode()
-    ).hexdigest()
-    return f"{path.stem}-{digest[:16]}"
+def default_ref(path: Path) -> str:
+    """Same file contents, same reference: submitting a file twice starts one batch. Only
+    a digest of the whole file: it names no essay and matches no single text."""
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError as error:
+        fail(f"cannot read {path}: {error}")
+    return f"submission-{digest[:16]}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
@@ -41,10 +42,10 @@ def history(
         if at_version is not None:
             _show_state(app, batch_uuid, at_version, len(events), as_json)
             return
-        _show_events(events, as_json)
+        _show_events(events, as_json, app.external_ids(batch_uuid))
 
 
-def _show_events(events: list[Any], as_json: bool) -> None:
+def _show_events(events: list[Any], as_json: bool, resolve: Callable[[str], str]) -> None:
     from rich.table import Table
 
     from application.reports import summarize_event
@@ -54,7 +55,7 @@ def _show_events(events: list[Any], as_json: bool) -> None:
             "version": e.originator_version,
             "timestamp": e.timestamp.isoformat(),
             "type": type(e).__name__,
-            "summary": summarize_event(e),
+            "summary": summarize_event(e, resolve),
         }
         for e in events
     ]

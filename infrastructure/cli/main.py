@@ -19,8 +19,10 @@ except ImportError:  # pragma: no cover
 
 from infrastructure.cli import (  # noqa: F401  (each module registers its commands)
     demo_cmd,
+    erase_cmd,
     history,
     projections_cmd,
+    run_cmd,
     service_cmd,
 )
 from infrastructure.cli.app import app

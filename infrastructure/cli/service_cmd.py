@@ -18,12 +18,19 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from domain.values import BatchingMode
 from infrastructure.cli.app import app, fail
 from infrastructure.cli.errors import load_settings
+from infrastructure.cli.registration import (
+    AllowSparseOption,
+    BudgetOption,
+    InstructionsOption,
+    ModelOption,
+    ModeOption,
+    ProviderOption,
+    RubricOption,
+)
 
 if TYPE_CHECKING:
-    from domain.values import Essay
     from infrastructure.settings import Settings
 
 __all__ = ["load_settings"]
@@ -109,60 +116,49 @@ def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:
 # ---------------------------------------------------------------------- submit
 
 
-def read_essays(path: Path) -> tuple[Essay, ...]:
-    from infrastructure.cli.essay_file import read_essays as read
-
-    return read(path)
-
-
-def default_ref(path: Path, essays: tuple[Essay, ...]) -> str:
-    from infrastructure.cli.essay_file import default_ref as ref
-
-    return ref(path, essays)
-
-
 @app.command("submit")
 def submit(
     file: Annotated[
         Path,
         typer.Argument(help="JSON lines: essay_id, text, is_anchor?, known_grade?", dir_okay=False),
     ],
+    instructions: InstructionsOption = None,
+    rubric: RubricOption = None,
+    provider: ProviderOption = None,
+    model: ModelOption = None,
+    mode: ModeOption = None,
+    budget: BudgetOption = None,
     ref: Annotated[
         str | None, typer.Option(help="external batch reference (default: from the file)")
     ] = None,
-    mode: Annotated[
-        BatchingMode | None, typer.Option(help="batching mode requested by the batch")
-    ] = None,
-    budget: Annotated[
-        int | None, typer.Option(min=1, help="comparison budget (lowers max_pairs_cap)")
-    ] = None,
     seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
-    allow_sparse: Annotated[
-        bool,
-        typer.Option(
-            "--allow-sparse",
-            help="accept a budget too small for every essay to get min_appearances comparisons",
-        ),
-    ] = False,
+    allow_sparse: AllowSparseOption = False,
 ) -> None:
-    """Register and start a batch from FILE; print its id. Idempotent per reference."""
-    from application.batches import RegisterBatch
+    """Register and start a batch from FILE in service mode; print its id.
+
+    Texts, the school's essay ids, instructions and rubric go to the content store; the
+    events carry opaque refs and keyed hashes. Idempotent per reference.
+    """
     from domain.batch import CommandRejected, SparseBudget
-    from domain.policy import BatchPolicy
+    from infrastructure.cli.essay_file import default_ref, read_essays, read_text_file
+    from infrastructure.cli.registration import registration
     from infrastructure.logging import configure_logging
     from infrastructure.persistence.bootstrap import open_batch_application
     from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
 
     settings = load_settings()
     configure_logging(json_logs=settings.log_json, level="WARNING")
-    essays = read_essays(file)
-    command = RegisterBatch(
-        external_ref=ref if ref is not None else default_ref(file, essays),
-        essays=essays,
-        requested_mode=mode,
-        budget_override=budget,
+    command = registration(
+        settings,
+        external_ref=ref if ref is not None else default_ref(file),
+        essays=read_essays(file),
+        instructions=read_text_file(instructions, "instructions"),
+        rubric=read_text_file(rubric, "rubric"),
+        provider=provider,
+        model=model,
+        mode=mode,
+        budget=budget,
         seed=seed,
-        policy=BatchPolicy(max_pairs_cap=settings.max_pairs_cap),
         allow_sparse=allow_sparse,
     )
     try:

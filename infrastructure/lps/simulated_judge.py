@@ -117,3 +117,11 @@ class SeededSimulatedJudge(SimulatedJudge):
             theta = random.Random(f"{self.seed}:theta:{essay_id}").gauss(0.0, 1.0)
             self.thetas[essay_id] = theta
         return theta
+
+
+def thetas_from_texts(texts: Mapping[str, str]) -> dict[str, float]:
+    """θ for essays the simulated judge reads: the log of the number of distinct words,
+    centred. A stand-in for quality that lets ``run`` rank real essays offline."""
+    raw = {key: math.log(1 + len(set(text.lower().split()))) for key, text in texts.items()}
+    mean = sum(raw.values()) / len(raw) if raw else 0.0
+    return {key: value - mean for key, value in raw.items()}

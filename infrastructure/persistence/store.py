@@ -20,6 +20,8 @@ from urllib.parse import parse_qsl, unquote, urlparse
 import psycopg
 from psycopg import sql
 
+from infrastructure.persistence.content import RECORDER_TOPICS
+
 
 class BadDatabaseUrl(ValueError):
     pass
@@ -72,8 +74,15 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
       the options are the keys of ``POSTGRES_OPTIONS``; percent-escapes are decoded.
     * ``memory://``: plain Python objects, for tests.
 
-    Raises ``BadDatabaseUrl`` for anything else, naming what is wrong.
+    Raises ``BadDatabaseUrl`` for anything else, naming what is wrong. Every store gets
+    the recorder that keeps the content store beside its events
+    (``infrastructure.persistence.content``).
     """
+    env = _store_env(database_url)
+    return {**env, "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS[env["PERSISTENCE_MODULE"]]}
+
+
+def _store_env(database_url: str) -> dict[str, str]:
     url = urlparse(database_url)
     if url.scheme == "memory":
         return {"PERSISTENCE_MODULE": "eventsourcing.popo"}

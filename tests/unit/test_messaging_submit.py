@@ -42,11 +42,15 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, s
     return int(done.value.code or 0), out, err
 
 
-def test_submit_prints_the_batch_id_and_stores_hashes_not_texts(
+def test_submit_prints_the_batch_id_and_keeps_texts_in_the_content_store(
     tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    rubric = tmp_path / "rubric.txt"
+    rubric.write_text("Argument, evidence, style.")
     code, out, _ = run_cli(
-        ["submit", str(essays_file(tmp_path)), "--mode", "per_request", "--budget", "5"], capsys
+        ["submit", str(essays_file(tmp_path)), "--mode", "per_request", "--budget", "5"]
+        + ["--rubric", str(rubric)],
+        capsys,
     )
     assert code == 0
     batch_id = UUID(out.strip())
@@ -54,10 +58,30 @@ def test_submit_prints_the_batch_id_and_stores_hashes_not_texts(
     batch = app.get_batch(batch_id)
     assert batch.mode is BatchingMode.PER_REQUEST
     assert batch.policy.max_pairs_cap == 5
-    expected = "sha256:" + hashlib.sha256(b"Essay number 2.").hexdigest()
-    assert batch.essays[2].content_hash == expected
+    content = app.require_content()
+    external = content.external_ids(str(batch_id))
+    assert external is not None and sorted(external.values()) == ["e0", "e1", "e2", "e3"]
+    ref = batch.essays[2].essay_id
+    assert external[ref] == "e2" and ref != "e2"  # an opaque ref, not the school's id
+    assert content.essay_texts(str(batch_id), [ref]) == {ref: "Essay number 2."}
+    unkeyed = hashlib.sha256(b"Essay number 2.").hexdigest()
+    assert batch.essays[2].content_hash.startswith("hmac-sha256:")
+    assert unkeyed not in batch.essays[2].content_hash  # a guessed text cannot be matched
+    texts = content.batch_texts(str(batch_id))
+    assert texts is not None and texts.rubric == "Argument, evidence, style."
     assert batch.comparisons  # the first wave is stored, ready for the dispatcher
     app.close()
+
+
+def test_a_byte_order_mark_is_accepted(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bom.jsonl"
+    lines = [json.dumps({"essay_id": f"e{i}", "text": f"Text {i}."}) for i in range(3)]
+    path.write_bytes(b"\xef\xbb\xbf" + "\n".join(lines).encode())
+    code, out, err = run_cli(["submit", str(path)], capsys)
+    assert code == 0, err
+    UUID(out.strip())
 
 
 def test_submitting_the_same_file_twice_starts_one_batch(
@@ -85,6 +109,13 @@ def test_submitting_the_same_file_twice_starts_one_batch(
             "essays.jsonl:3: essay id 'e1' appears twice",
         ),
         ([""], "no essays"),
+        (['["e1", "x"]'], "essays.jsonl:1: expected a JSON object"),
+        (
+            [{"essay_id": "   ", "text": "x"}],
+            "essays.jsonl:1: essay_id: Value error, essay_id must",
+        ),
+        ([{"essay_id": "e\u0007", "text": "x"}], "control characters"),
+        ([{"essay_id": "e1", "text": " "}], "text must not be blank"),
     ],
 )
 def test_a_bad_file_is_reported_in_one_line(

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from infrastructure.persistence.content import RECORDER_TOPICS
 from infrastructure.persistence.store import (
     POSTGRES_DEFAULTS,
     BadDatabaseUrl,
@@ -20,6 +21,7 @@ SERVER = {
     "POSTGRES_PORT": "5432",
     "POSTGRES_USER": "postgres",
     "POSTGRES_PASSWORD": "",
+    "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS["eventsourcing.postgres"],
     **POSTGRES_DEFAULTS,
 }
 
@@ -112,7 +114,10 @@ def test_a_sqlite_url_with_four_slashes_is_absolute_and_its_directory_is_created
 
 
 def test_a_memory_url_keeps_events_in_python_objects() -> None:
-    assert eventsourcing_env("memory://") == {"PERSISTENCE_MODULE": "eventsourcing.popo"}
+    assert eventsourcing_env("memory://") == {
+        "PERSISTENCE_MODULE": "eventsourcing.popo",
+        "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS["eventsourcing.popo"],
+    }
 
 
 @pytest.mark.parametrize(

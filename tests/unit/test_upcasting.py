@@ -169,15 +169,15 @@ def test_a_snapshot_of_an_older_state_version_is_upcast_when_restored(
 # --------------------------------------------------------------------------- CJBatch
 
 
-class ComparisonCompletedV2(CJBatch.ComparisonCompleted):
-    """Stand-in for a future version 2 of ``CJBatch.ComparisonCompleted`` that also records
-    when the outcome arrived. Rows written today (version 1) know nothing of it."""
+class ComparisonCompletedV3(CJBatch.ComparisonCompleted):
+    """Stand-in for a future version 3 of ``CJBatch.ComparisonCompleted`` that also records
+    when the outcome arrived. Rows written today (version 2) know nothing of it."""
 
-    class_version = 2
+    class_version = 3
     received_at: datetime | None
 
     @staticmethod
-    def upcast_v1_v2(state: dict[str, Any]) -> None:
+    def upcast_v2_v3(state: dict[str, Any]) -> None:
         state["received_at"] = None
 
 
@@ -189,18 +189,18 @@ def test_todays_batch_events_are_read_by_a_future_version_of_their_class(
         batch_today = vars(today.get_batch(batch_id))
         events_today = today.batch_events(batch_id)
 
-    # Releasing version 2 would mean editing the class in domain/batch.py. Here the real
+    # Releasing version 3 would mean editing the class in domain/batch.py. Here the real
     # topic is pointed at the stand-in instead, which applies to the batch exactly as
     # today's class does (the library keys a decorated method by its exact event class).
     topic = get_topic(CJBatch.ComparisonCompleted)
-    monkeypatch.setitem(eventsourcing.utils._topic_cache, topic, ComparisonCompletedV2)
+    monkeypatch.setitem(eventsourcing.utils._topic_cache, topic, ComparisonCompletedV3)
     applier = eventsourcing.domain.decorated_funcs[CJBatch.ComparisonCompleted]
-    monkeypatch.setitem(eventsourcing.domain.decorated_funcs, ComparisonCompletedV2, applier)
+    monkeypatch.setitem(eventsourcing.domain.decorated_funcs, ComparisonCompletedV3, applier)
 
     with BatchApplication(env={**store_env, "IS_SNAPSHOTTING_ENABLED": "no"}) as future:
         events = future.batch_events(batch_id)
         completed = [e for e in events if isinstance(e, CJBatch.ComparisonCompleted)]
-        upgraded = [e for e in completed if type(e) is ComparisonCompletedV2]
+        upgraded = [e for e in completed if type(e) is ComparisonCompletedV3]
         assert upgraded
         assert upgraded == completed
         assert all(e.received_at is None for e in upgraded)
