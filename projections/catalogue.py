@@ -69,7 +69,11 @@ class BatchSummaryProjection(ReadModelProjection):
             "split_half DOUBLE PRECISION, first_shown_win_rate DOUBLE PRECISION, "
             "position_bias_ci_low DOUBLE PRECISION, position_bias_ci_high DOUBLE PRECISION, "
             "mean_se DOUBLE PRECISION, max_se DOUBLE PRECISION, never_compared INTEGER, "
-            "quality_flags TEXT"
+            "quality_flags TEXT, "
+            "prompt_tokens INTEGER NOT NULL DEFAULT 0, "
+            "completion_tokens INTEGER NOT NULL DEFAULT 0, "
+            "cost_usd DOUBLE PRECISION NOT NULL DEFAULT 0, "
+            "essays_erased INTEGER NOT NULL DEFAULT 0"
         )
     }
     indexes = (
@@ -81,6 +85,7 @@ class BatchSummaryProjection(ReadModelProjection):
         CJBatch.BatchingModeSet,
         CJBatch.ComparisonsRequested,
         CJBatch.ComparisonCompleted,
+        CJBatch.EssayErased,
         CJBatch.ContinuationDecided,
         CJBatch.Finalized,
     )
@@ -124,10 +129,34 @@ class BatchSummaryProjection(ReadModelProjection):
                 (event.wave_number, len(event.pairs), at, batch_id),
             )
         elif isinstance(event, CJBatch.ComparisonCompleted):
-            column = "successes" if event.outcome.success is not None else "failures"
+            success = event.outcome.success
+            if success is None:
+                store.execute(
+                    c,
+                    f"UPDATE {table} SET failures = failures + 1, "
+                    "updated_at = ? WHERE batch_id = ?",
+                    (at, batch_id),
+                )
+            else:
+                store.execute(
+                    c,
+                    f"UPDATE {table} SET successes = successes + 1, "
+                    "prompt_tokens = prompt_tokens + ?, "
+                    "completion_tokens = completion_tokens + ?, cost_usd = cost_usd + ?, "
+                    "updated_at = ? WHERE batch_id = ?",
+                    (
+                        success.prompt_tokens,
+                        success.completion_tokens,
+                        success.cost_usd,
+                        at,
+                        batch_id,
+                    ),
+                )
+        elif isinstance(event, CJBatch.EssayErased):
             store.execute(
                 c,
-                f"UPDATE {table} SET {column} = {column} + 1, updated_at = ? WHERE batch_id = ?",
+                f"UPDATE {table} SET essays_erased = essays_erased + 1, updated_at = ? "
+                "WHERE batch_id = ?",
                 (at, batch_id),
             )
         elif isinstance(event, CJBatch.ContinuationDecided):

@@ -55,13 +55,45 @@ def decode_cursor(cursor: str, arity: int) -> list[Any]:
     return values
 
 
+COMPARISON_ESSAYS = {
+    "essay_a": "essay_a_external_id",
+    "essay_b": "essay_b_external_id",
+    "winner": "winner_external_id",
+}
+
+
 class ReadModels:
     """Queries over the four read models. ``head`` returns the log's last notification
-    id (for freshness); without it, freshness reports the positions only."""
+    id (for freshness); without it, freshness reports the positions only.
 
-    def __init__(self, store: ReadModelStoreMixin, head: Callable[[], int] | None = None) -> None:
+    The read models hold essay refs only (so erasure never has to touch them). Given
+    ``external_ids`` (batch id -> a function from essay ref to what to show, e.g.
+    ``BatchApplication.external_ids`` over the content store), rankings and comparisons
+    also name each essay by the school's id (``external_id``, ``essay_a_external_id``,
+    ...), ``[erased]`` once it was erased.
+    """
+
+    def __init__(
+        self,
+        store: ReadModelStoreMixin,
+        head: Callable[[], int] | None = None,
+        external_ids: Callable[[str], Callable[[str], str]] | None = None,
+    ) -> None:
         self.store = store
         self._head = head
+        self._external_ids = external_ids
+
+    def _with_external_ids(
+        self, batch_id: str, rows: list[dict[str, Any]], columns: dict[str, str]
+    ) -> list[dict[str, Any]]:
+        if self._external_ids is None:
+            return rows
+        resolve = self._external_ids(batch_id)
+        for row in rows:
+            for ref_column, shown in columns.items():
+                ref = row.get(ref_column)
+                row[shown] = None if ref is None else resolve(ref)
+        return rows
 
     def _select(
         self, base: str, where: str = "", params: Sequence[Any] = (), order: str = ""
@@ -134,14 +166,16 @@ class ReadModels:
     # ------------------------------------------------------------------ per batch
 
     def rankings(self, batch_id: str) -> list[dict[str, Any]]:
-        return self._select(
+        rows = self._select(
             "rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank, essay_id"
         )
+        return self._with_external_ids(batch_id, rows, {"essay_id": "external_id"})
 
     def comparisons(self, batch_id: str) -> list[dict[str, Any]]:
-        return self._select(
+        rows = self._select(
             "comparisons", "WHERE batch_id = ?", (batch_id,), "ORDER BY wave, pair_index"
         )
+        return self._with_external_ids(batch_id, rows, COMPARISON_ESSAYS)
 
     def comparison_page(
         self,
@@ -166,7 +200,7 @@ class ReadModels:
             "ORDER BY wave, pair_index LIMIT ?",
         )
         more = len(rows) > limit
-        rows = rows[:limit]
+        rows = self._with_external_ids(batch_id, rows[:limit], COMPARISON_ESSAYS)
         next_cursor = (
             encode_cursor([rows[-1]["wave"], rows[-1]["pair_index"]]) if more and rows else None
         )

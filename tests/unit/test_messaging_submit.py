@@ -48,8 +48,10 @@ def test_submit_prints_the_batch_id_and_keeps_texts_in_the_content_store(
     rubric = tmp_path / "rubric.txt"
     rubric.write_text("Argument, evidence, style.")
     code, out, _ = run_cli(
-        ["submit", str(essays_file(tmp_path)), "--mode", "per_request", "--budget", "5"]
-        + ["--rubric", str(rubric)],
+        [
+            *("submit", str(essays_file(tmp_path)), "--mode", "per_request"),
+            *("--budget", "5", "--rubric", str(rubric)),
+        ],
         capsys,
     )
     assert code == 0
