@@ -72,6 +72,10 @@ def fold(events: list[Any]) -> dict[str, Any]:
                 "max_se": None,
                 "never_compared": None,
                 "quality_flags": None,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "cost_usd": 0.0,
+                "essays_erased": 0,
             }
             continue
         summary["updated_at"] = at
@@ -108,6 +112,9 @@ def fold(events: list[Any]) -> dict[str, Any]:
             success, failure = e.outcome.success, e.outcome.failure
             if success is not None:
                 summary["successes"] += 1
+                summary["prompt_tokens"] += success.prompt_tokens
+                summary["completion_tokens"] += success.completion_tokens
+                summary["cost_usd"] += success.cost_usd
                 row.update(
                     outcome="success",
                     winner=success.winner_id,
@@ -124,6 +131,8 @@ def fold(events: list[Any]) -> dict[str, Any]:
                     error_code=failure.error_code,
                     error_source=failure.source.value,
                 )
+        elif isinstance(e, CJBatch.EssayErased):
+            summary["essays_erased"] += 1
         elif isinstance(e, CJBatch.ContinuationDecided):
             summary["decisions"] += 1
             summary.update(last_decision=e.decision.value, last_reason=e.reason)
