@@ -12,15 +12,13 @@ from __future__ import annotations
 import json
 import secrets
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from application.batches import BatchApplication
-from domain.batch import CommandRejected
 from infrastructure.cli.app import app, fail
-from infrastructure.cli.batch_output import render_batch, run_embedded
 from infrastructure.cli.common import open_app
+from infrastructure.cli.errors import load_settings
 from infrastructure.cli.registration import (
     BudgetOption,
     InstructionsOption,
@@ -28,12 +26,11 @@ from infrastructure.cli.registration import (
     ModeOption,
     ProviderOption,
     RubricOption,
-    registration,
 )
-from infrastructure.cli.service_cmd import load_settings
-from infrastructure.logging import configure_logging
-from infrastructure.lps.embedded import EmbeddedLPS
-from infrastructure.lps.simulated_judge import SimulatedJudge, thetas_from_texts
+
+if TYPE_CHECKING:
+    from application.batches import BatchApplication
+    from infrastructure.lps.embedded import EmbeddedLPS
 
 DEFAULT_STORE = Path(".cjledger/run.db")
 
@@ -41,6 +38,7 @@ DEFAULT_STORE = Path(".cjledger/run.db")
 def embedded_lps(cj: BatchApplication, batch_id_text: str, provider: str, seed: int) -> EmbeddedLPS:
     """The in-process LPS for this batch's provider."""
     from infrastructure.lps.embedded import EmbeddedLPS
+    from infrastructure.lps.simulated_judge import SimulatedJudge, thetas_from_texts
 
     if provider != "simulated":
         fail(f"unknown LPS provider {provider!r}; this build offers 'simulated'")
@@ -73,7 +71,11 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
     """Rank the essays in ESSAYS.jsonl: one batch, end to end, in this process."""
+    from domain.batch import CommandRejected
+    from infrastructure.cli.batch_output import render_batch, run_embedded
     from infrastructure.cli.essay_file import read_essays, read_text_file
+    from infrastructure.cli.registration import registration
+    from infrastructure.logging import configure_logging
 
     configure_logging(json_logs=False, level="WARNING")
     settings = load_settings()
