@@ -84,10 +84,10 @@ def read_essays(path: Path) -> tuple[EssaySubmission, ...]:
 
 
 def default_ref(path: Path) -> str:
-    """Same file contents, same reference: submitting a file twice starts one batch. Only
-    a digest of the whole file: it names no essay and matches no single text."""
+    """Same file, same reference: submitting a file twice starts one batch. The file's
+    name and a digest of its bytes, which names no essay and matches no single text."""
     try:
         digest = hashlib.sha256(path.read_bytes()).hexdigest()
     except OSError as error:
         fail(f"cannot read {path}: {error}")
-    return f"submission-{digest[:16]}"
+    return f"{path.stem}-{digest[:16]}"

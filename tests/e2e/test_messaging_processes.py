@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import signal
 import sys
 import time
@@ -199,8 +200,16 @@ def test_every_outcome_published_twice_leaves_the_same_log_as_once(
 ) -> None:
     logs = []
     duplicates = []
+    # One registration, copied into both stores: essay refs are drawn at random per
+    # submission, so two submissions of one file would pair (and be judged) differently.
+    template = tmp_path / "registered.db"
+    monkeypatch.setenv("CJLEDGER_DATABASE_URL", f"sqlite:///{template}")
+    batch_id = Run(Services(tmp_path, {}), f"sqlite:///{template}", "-", tmp_path).submit(
+        8, "--ref", "same-batch", "--seed", "3", "--budget", "16"
+    )
     for publish_twice in (False, True):
         prefix = new_prefix()
+        shutil.copyfile(template, tmp_path / f"events-{publish_twice}.db")
         database_url = f"sqlite:///{tmp_path / f'events-{publish_twice}.db'}"
         env = service_env(database_url, prefix)
         for key, value in env.items():
@@ -212,7 +221,6 @@ def test_every_outcome_published_twice_leaves_the_same_log_as_once(
         worker = InTestWorker(publish_twice=publish_twice)
         try:
             serve.wait_started()
-            batch_id = run.submit(8, "--ref", "same-batch", "--seed", "3", "--budget", "16")
             wait_until_finalized(database_url, [batch_id])
             time.sleep(0.5)  # let the second copies of the last outcomes arrive
             check_log(database_url, [batch_id])

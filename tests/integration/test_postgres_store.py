@@ -20,6 +20,7 @@ from domain.batch import CJBatch
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode, ComparisonOutcome, Pair, SuccessDetails
 from infrastructure.embedded import InProcessTransport
+from infrastructure.persistence.content import CONTENT_TABLES
 from infrastructure.persistence.positions import TABLE, position_store_for
 from infrastructure.persistence.store import ensure_schema, eventsourcing_env
 from tests.conftest import TEST_POSTGRES_URL, drop_schema, postgres_dsn
@@ -75,7 +76,12 @@ def test_the_first_start_creates_the_schema_and_every_table_in_it(unused_schema:
         batch_id = run_batch(app, n=4, ref="first-start")
         position_store_for(app)
         assert app.get_batch(batch_id).is_finalized
-    assert tables_in(unused_schema) == {"cjbatches_events", "cjbatches_snapshots", TABLE}
+    assert tables_in(unused_schema) == {
+        "cjbatches_events",
+        "cjbatches_snapshots",
+        TABLE,
+        *CONTENT_TABLES,  # the content store lives beside the events
+    }
     with BatchApplication(env=env) as reopened:  # tables exist: opening again just works
         assert reopened.get_batch(batch_id).is_finalized
 
