@@ -114,7 +114,7 @@ def test_submitting_the_same_file_twice_starts_one_batch(
         (['["e1", "x"]'], "essays.jsonl:1: expected a JSON object"),
         (
             [{"essay_id": "   ", "text": "x"}],
-            "essays.jsonl:1: essay_id: Value error, essay_id must",
+            "essays.jsonl:1: essay_id: Value error, must not start or end with whitespace",
         ),
         ([{"essay_id": "e\u0007", "text": "x"}], "control characters"),
         ([{"essay_id": "e1", "text": " "}], "text must not be blank"),
