@@ -194,6 +194,11 @@ class ErasureResult:
     answers_erased: int
 
 
+OutcomeItem = tuple[UUID, ComparisonOutcome] | tuple[UUID, ComparisonOutcome, str | None]
+"""An outcome for a batch, optionally with the provider's raw answer (kept in the content
+store with the justification, never in the event)."""
+
+
 class RecordStatus(Enum):
     RECORDED = "recorded"
     DUPLICATE = "duplicate"
@@ -529,7 +534,7 @@ class BatchApplication(Application[UUID]):
 
     def record_outcomes(
         self,
-        items: Sequence[tuple[UUID, ComparisonOutcome]],
+        items: Sequence[OutcomeItem],
         raw_answers: Mapping[str, str | None] | None = None,
     ) -> list[RecordResult]:
         """Record many outcomes in one transaction; each gets its own result.
@@ -539,9 +544,13 @@ class BatchApplication(Application[UUID]):
         content store in the same transaction as the ``ComparisonCompleted`` that refers
         to them; the event itself carries neither.
         """
-        answers = raw_answers or {}
+        answers = dict(raw_answers or {})
+        for item in items:  # (batch id, outcome, raw answer) as LPS sent it
+            if len(item) > 2 and item[2] is not None:
+                answers[item[1].comparison_id] = item[2]
         by_batch: dict[UUID, list[int]] = {}
-        for index, (batch_id, _) in enumerate(items):
+        for index, item in enumerate(items):
+            batch_id = item[0]
             by_batch.setdefault(batch_id, []).append(index)
 
         def record(uow: UnitOfWork) -> list[RecordResult]:

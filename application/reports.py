@@ -48,19 +48,20 @@ class RankingLine:
 
 @dataclass(frozen=True)
 class UsageTotals:
-    """Tokens and estimated cost of a batch's successful comparisons."""
+    """Tokens and estimated cost of a batch: every answer, including those that could not
+    be used (``invalid_answer``); ``judged_comparisons`` counts the successful ones."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
     cost_usd: float = 0.0
     judged_comparisons: int = 0
 
-    def plus(self, prompt: int, completion: int, cost: float) -> UsageTotals:
+    def plus(self, prompt: int, completion: int, cost: float, judged: int = 1) -> UsageTotals:
         return UsageTotals(
             self.prompt_tokens + prompt,
             self.completion_tokens + completion,
             self.cost_usd + cost,
-            self.judged_comparisons + 1,
+            self.judged_comparisons + judged,
         )
 
 
@@ -114,10 +115,14 @@ def build_report(events: Sequence[Any], resolve: Resolve = _as_is) -> BatchRepor
             requested += len(event.pairs)
         elif isinstance(event, CJBatch.ComparisonCompleted):
             outcomes += 1
-            success = event.outcome.success
+            success, failure = event.outcome.success, event.outcome.failure
             if success is not None:
                 usage = usage.plus(
                     success.prompt_tokens, success.completion_tokens, success.cost_usd
+                )
+            elif failure is not None and (failure.prompt_tokens or failure.completion_tokens):
+                usage = usage.plus(
+                    failure.prompt_tokens, failure.completion_tokens, failure.cost_usd, judged=0
                 )
         elif isinstance(event, CJBatch.EssayErased):
             erased += 1

@@ -95,6 +95,10 @@ class FailureDetails:
     message: str
     retryable: bool
     source: FailureSource = FailureSource.LPS
+    # what an answer that could not be used still cost (e.g. ``invalid_answer``)
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost_usd: float = 0.0
 
 
 @dataclass(frozen=True)

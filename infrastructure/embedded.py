@@ -16,7 +16,7 @@ from uuid import UUID
 
 import structlog
 
-from application.batches import BatchApplication, RecordStatus
+from application.batches import BatchApplication, OutcomeItem, RecordStatus
 from application.dispatcher import OutboxDispatcher
 from application.ports import ComparisonRequest
 from domain.values import ComparisonOutcome, FailureDetails
@@ -24,11 +24,12 @@ from infrastructure.messaging.contracts import (
     ComparisonOutcomeV1,
     ComparisonRequestV1,
     ComparisonRequestV2,
+    raw_answer_of,
 )
 
 log = structlog.get_logger("cjledger.embedded")
 
-Executor = Callable[[Sequence[ComparisonRequest]], list[tuple[UUID, ComparisonOutcome]]]
+Executor = Callable[[Sequence[ComparisonRequest]], list[OutcomeItem]]
 #: an in-process LPS: request messages in, one outcome message per request out
 MessageExecutor = Callable[[Sequence[ComparisonRequestV1]], Sequence[ComparisonOutcomeV1]]
 
@@ -37,9 +38,9 @@ def through_contract(execute: MessageExecutor) -> Executor:
     """Let an in-process LPS answer CJ's requests, translating both ways through the
     message contract exactly as the broker path does (LPS never sees CJ's types)."""
 
-    def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
+    def run(requests: Sequence[ComparisonRequest]) -> list[OutcomeItem]:
         answers = execute([ComparisonRequestV2.from_request(r) for r in requests])
-        return [(UUID(m.batch_id), m.to_domain()) for m in answers]
+        return [(UUID(m.batch_id), m.to_domain(), raw_answer_of(m)) for m in answers]
 
     return run
 
@@ -50,7 +51,7 @@ def with_outage(execute: Executor, waves: frozenset[int]) -> Executor:
     if not waves:
         return execute
 
-    def run(requests: Sequence[ComparisonRequest]) -> list[tuple[UUID, ComparisonOutcome]]:
+    def run(requests: Sequence[ComparisonRequest]) -> list[OutcomeItem]:
         down = [r for r in requests if r.wave_number in waves]
         answers = (
             execute([r for r in requests if r.wave_number not in waves])

@@ -131,11 +131,21 @@ class BatchSummaryProjection(ReadModelProjection):
         elif isinstance(event, CJBatch.ComparisonCompleted):
             success = event.outcome.success
             if success is None:
+                failure = event.outcome.failure
+                assert failure is not None
                 store.execute(
                     c,
                     f"UPDATE {table} SET failures = failures + 1, "
+                    "prompt_tokens = prompt_tokens + ?, "
+                    "completion_tokens = completion_tokens + ?, cost_usd = cost_usd + ?, "
                     "updated_at = ? WHERE batch_id = ?",
-                    (at, batch_id),
+                    (
+                        failure.prompt_tokens,
+                        failure.completion_tokens,
+                        failure.cost_usd,
+                        at,
+                        batch_id,
+                    ),
                 )
             else:
                 store.execute(

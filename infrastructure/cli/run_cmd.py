@@ -20,6 +20,7 @@ from infrastructure.cli.app import app, fail
 from infrastructure.cli.common import open_app
 from infrastructure.cli.errors import load_settings
 from infrastructure.cli.registration import (
+    AllowSparseOption,
     BudgetOption,
     InstructionsOption,
     ModelOption,
@@ -31,21 +32,35 @@ from infrastructure.cli.registration import (
 if TYPE_CHECKING:
     from application.batches import BatchApplication
     from infrastructure.lps.embedded import EmbeddedLPS
+    from infrastructure.settings import Settings
 
 DEFAULT_STORE = Path(".cjledger/run.db")
 
 
-def embedded_lps(cj: BatchApplication, batch_id_text: str, provider: str, seed: int) -> EmbeddedLPS:
-    """The in-process LPS for this batch's provider."""
+def embedded_lps(
+    cj: BatchApplication,
+    batch_id_text: str,
+    settings: Settings,
+    provider: str,
+    model: str,
+    seed: int,
+) -> EmbeddedLPS:
+    """The in-process LPS for this batch's provider, built by the provider factory from
+    settings; the simulated judge (offline) prefers essays with more distinct words."""
     from infrastructure.lps.embedded import EmbeddedLPS
+    from infrastructure.lps.providers import UnknownProvider
     from infrastructure.lps.simulated_judge import SimulatedJudge, thetas_from_texts
 
-    if provider != "simulated":
-        fail(f"unknown LPS provider {provider!r}; this build offers 'simulated'")
-    content = cj.require_content()
-    refs = list((content.external_ids(batch_id_text) or {}).keys())
-    texts = content.essay_texts(batch_id_text, refs)
-    return EmbeddedLPS(SimulatedJudge(thetas_from_texts(texts), seed=seed))
+    chosen = settings.model_copy(update={"lps_provider": provider, "lps_model": model})
+    judge = None
+    if provider.strip().lower() == "simulated":
+        content = cj.require_content()
+        refs = list((content.external_ids(batch_id_text) or {}).keys())
+        judge = SimulatedJudge(thetas_from_texts(content.essay_texts(batch_id_text, refs)), seed)
+    try:
+        return EmbeddedLPS(judge, settings=chosen, seed=seed)
+    except UnknownProvider as unknown:
+        fail(str(unknown))
 
 
 @app.command("run")
@@ -64,6 +79,7 @@ def run(
     model: ModelOption = None,
     mode: ModeOption = None,
     budget: BudgetOption = None,
+    allow_sparse: AllowSparseOption = False,
     seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
     store: Annotated[
         Path, typer.Option("--store", dir_okay=False, help="SQLite store file")
@@ -71,7 +87,8 @@ def run(
     as_json: Annotated[bool, typer.Option("--json", help="print one JSON document")] = False,
 ) -> None:
     """Rank the essays in ESSAYS.jsonl: one batch, end to end, in this process."""
-    from domain.batch import CommandRejected
+    from application.batches import BatchConflict
+    from domain.batch import CommandRejected, SparseBudget
     from infrastructure.cli.batch_output import render_batch, run_embedded
     from infrastructure.cli.essay_file import read_essays, read_text_file
     from infrastructure.cli.registration import registration
@@ -90,13 +107,16 @@ def run(
         mode=mode,
         budget=budget,
         seed=seed,
+        allow_sparse=allow_sparse,
     )
     with open_app(store, must_exist=False) as cj:
         try:
             batch_id = cj.submit(command)
-        except CommandRejected as rejected:
+        except SparseBudget as sparse:
+            fail(f"{sparse}: pass --budget {sparse.smallest}, or --allow-sparse to run it anyway")
+        except (BatchConflict, CommandRejected) as rejected:
             fail(str(rejected))
-        lps = embedded_lps(cj, str(batch_id), command.provider, seed)
+        lps = embedded_lps(cj, str(batch_id), settings, command.provider, command.model, seed)
         report, document = run_embedded(cj, batch_id, lps)
     if as_json:
         print(json.dumps(document, indent=2))

@@ -319,6 +319,9 @@ class ComparisonOutcomeV1(_Contract):
                 message=self.error.message,
                 retryable=self.error.retryable,
                 source=FailureSource.LPS,
+                prompt_tokens=self.usage.prompt_tokens,
+                completion_tokens=self.usage.completion_tokens,
+                cost_usd=self.cost_usd,
             ),
         )
 
@@ -380,3 +383,9 @@ def parse_request(body: bytes | str) -> ComparisonRequestV1:
 def parse_outcome_message(body: bytes | str) -> ComparisonOutcomeV1:
     """An outcome message of any supported version (raises ``ValidationError``)."""
     return _OUTCOMES.validate_json(body)
+
+
+def raw_answer_of(message: ComparisonOutcomeV1) -> str | None:
+    """The provider's raw answer a version-2 outcome carries (``None`` for version 1); CJ
+    keeps it in the content store, never in an event."""
+    return message.raw_answer if isinstance(message, ComparisonOutcomeV2) else None

@@ -38,10 +38,14 @@ import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 from pydantic import ValidationError
 
-from application.batches import ConcurrencyExhausted, RecordResult, RecordStatus
+from application.batches import ConcurrencyExhausted, OutcomeItem, RecordResult, RecordStatus
 from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, parse_outcome_message
+from infrastructure.messaging.contracts import (
+    ComparisonOutcomeV1,
+    parse_outcome_message,
+    raw_answer_of,
+)
 from infrastructure.messaging.dead_letters import (
     DeadLetterSink,
     Delivery,
@@ -51,7 +55,6 @@ from infrastructure.messaging.validation import describe_validation_error
 
 log = structlog.get_logger("cjledger.outcomes")
 
-OutcomeItem = tuple[UUID, ComparisonOutcome]
 RecordOutcomes = Callable[[Sequence[OutcomeItem]], list[RecordResult]]
 
 #: failures that say "try again later", not "this message is wrong"
@@ -212,7 +215,8 @@ class OutcomeConsumer:
             log.exception("outcome_handling_failed", message_id=delivery.message_id)
             self._settle_later(self._requeue_later(delivery))
             return
-        self._waiting.append(_Waiting(delivery, (parsed.batch_id, parsed.outcome), ids))
+        item = (parsed.batch_id, parsed.outcome, raw_answer_of(parsed.message))
+        self._waiting.append(_Waiting(delivery, item, ids))
         # wake the loop for the first item, and again once a group is full
         if len(self._waiting) == 1 or len(self._waiting) >= self.max_items:
             self._arrived.set()

@@ -126,6 +126,9 @@ def fold(events: list[Any]) -> dict[str, Any]:
                 )
             else:
                 summary["failures"] += 1
+                summary["prompt_tokens"] += failure.prompt_tokens
+                summary["completion_tokens"] += failure.completion_tokens
+                summary["cost_usd"] += failure.cost_usd
                 row.update(
                     outcome="failure",
                     error_code=failure.error_code,
