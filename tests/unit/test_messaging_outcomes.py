@@ -300,7 +300,7 @@ async def test_an_unexpected_error_is_narrowed_down_to_the_outcome_that_causes_i
     poison = list(batch.comparisons)[1]
 
     def record(items: Sequence[Any]) -> list[RecordResult]:
-        if any(outcome.comparison_id == poison for _, outcome in items):
+        if any(outcome.comparison_id == poison for _, outcome, *_ in items):
             raise KeyError("a bug that only this outcome triggers")
         return cj.record_outcomes(items)
 
