@@ -20,13 +20,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+import psycopg
 import structlog
+from eventsourcing.persistence import InterfaceError, OperationalError
 
 from application.notification_log import follow_log
 from projections.catalogue import PROJECTIONS, ReadModelProjection
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
 __all__ = [
+    "ProjectionFailed",
     "ProjectionStatus",
     "ReadModelRunner",
     "RebuildInProgress",
@@ -34,6 +37,14 @@ __all__ = [
 ]
 
 log = structlog.get_logger("cjledger.projections")
+
+#: the database is away or busy: retry the page later, it is not the event's fault
+TRANSIENT_ERRORS: tuple[type[Exception], ...] = (
+    OperationalError,
+    InterfaceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
 
 Progress = Callable[[int, int], None]
 """Called with (position reached, head of the log) after every page."""
@@ -45,6 +56,7 @@ class ProjectionStatus:
     generation: int
     position: int
     head: int
+    failure: str | None = None  # the event it cannot apply, and why
 
     @property
     def lag(self) -> int:
@@ -53,6 +65,21 @@ class ProjectionStatus:
 
 class UnknownProjection(LookupError):
     pass
+
+
+class ProjectionFailed(Exception):
+    """A read model cannot apply one event. Its page rolled back; the other read models
+    are not held back, and the failure is stored for ``projections status``."""
+
+    def __init__(self, projection: str, position: int, topic: str, error: Exception) -> None:
+        self.projection = projection
+        self.position = position
+        self.topic = topic
+        lines = str(error).strip().splitlines()
+        self.error = f"{type(error).__name__}: {lines[0]}" if lines else type(error).__name__
+        super().__init__(
+            f"read model {projection} cannot apply event {position} ({topic}): {self.error}"
+        )
 
 
 class ReadModelRunner:
@@ -94,6 +121,7 @@ class ReadModelRunner:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
+        self._failing = set(self.store.failures()) & set(self.projections)
 
     # ------------------------------------------------------------------ processing
 
@@ -111,12 +139,34 @@ class ReadModelRunner:
         for name in self.projections:
             try:
                 seen += self.catch_up(name)
+            except ProjectionFailed as failure:
+                log.error(
+                    "projection_failed",
+                    projection=name,
+                    position=failure.position,
+                    topic=failure.topic,
+                    error=failure.error,
+                )
+                self._remember_failure(name, failure)
+                errors.append(failure)
+                continue
             except Exception as error:
                 log.warning("projection_page_failed", projection=name, error=str(error))
                 errors.append(error)
+                continue
+            if name in self._failing:
+                self.store.clear_failure(name)
+                self._failing.discard(name)
         if errors:
             raise errors[0]
         return seen
+
+    def _remember_failure(self, name: str, failure: ProjectionFailed) -> None:
+        try:
+            self.store.record_failure(name, self._active(name), failure.position, str(failure))
+            self._failing.add(name)
+        except Exception as error:  # the store may be what failed
+            log.warning("projection_failure_not_recorded", projection=name, error=str(error))
 
     def catch_up(
         self, name: str, generation: int | None = None, progress: Progress | None = None
@@ -134,7 +184,7 @@ class ReadModelRunner:
         )
         for start, notifications in pages:
             try:
-                if not self._apply_page(name, gen, start, notifications):
+                if not self._apply_page_or_find_the_event(name, gen, start, notifications):
                     continue
             except Exception:
                 if generation is None and self._active(name) != gen:
@@ -146,6 +196,29 @@ class ReadModelRunner:
             if progress is not None:
                 progress(notifications[-1].id, self.head())
         return seen
+
+    def _apply_page_or_find_the_event(
+        self, name: str, generation: int, position: int, notifications: list[Any]
+    ) -> bool:
+        """Apply a page; if it fails for a reason other than the database being away,
+        apply its events one by one, so those before the bad one are kept and the bad one
+        is named (``ProjectionFailed``). On PostgreSQL a page's statements are pipelined,
+        so an error surfaces at the commit, not at the event that caused it."""
+        try:
+            return self._apply_page(name, generation, position, notifications)
+        except ProjectionFailed:
+            raise
+        except Exception as error:
+            if isinstance(error, TRANSIENT_ERRORS):
+                raise
+            if len(notifications) == 1:
+                topic = notifications[0].topic.rsplit(":", 1)[-1]
+                raise ProjectionFailed(name, notifications[0].id, topic, error) from error
+        for notification in notifications:
+            if not self._apply_page_or_find_the_event(name, generation, position, [notification]):
+                return False
+            position = notification.id
+        return True
 
     def _apply_page(
         self, name: str, generation: int, position: int, notifications: list[Any]
@@ -159,8 +232,12 @@ class ReadModelRunner:
             with self.store.writing(name, generation, end, start=position) as cursor:
                 for notification in notifications:
                     if notification.topic in wanted:
-                        event = self.app.mapper.to_domain_event(notification)
-                        projection.apply(self.store, cursor, tables, event)
+                        try:
+                            event = self.app.mapper.to_domain_event(notification)
+                            projection.apply(self.store, cursor, tables, event)
+                        except Exception as error:
+                            topic = notification.topic.rsplit(":", 1)[-1]
+                            raise ProjectionFailed(name, notification.id, topic, error) from error
         except StalePage:
             # Another runner moved the position after we read it: the page is re-read
             # from where it committed, so no event is applied twice or skipped.
@@ -216,12 +293,12 @@ class ReadModelRunner:
 
     def status(self) -> list[ProjectionStatus]:
         head = self.head()
+        failures = self.store.failures()
         result = []
         for name in self.projections:
             generation = self._active(name)
-            result.append(
-                ProjectionStatus(name, generation, self.store.position(name, generation), head)
-            )
+            position = self.store.position(name, generation)
+            result.append(ProjectionStatus(name, generation, position, head, failures.get(name)))
         return result
 
     def rebuild(self, name: str, progress: Progress | None = None) -> ProjectionStatus:

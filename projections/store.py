@@ -29,6 +29,7 @@ import re
 import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,7 @@ from eventsourcing.postgres import PostgresRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteRecorder, SQLiteTrackingRecorder
 
 GENERATIONS_TABLE = "cjledger_rm_generations"
+FAILURES_TABLE = "cjledger_rm_failures"
 PG_TRACKING_TABLE = "cjledger_rm_tracking"
 _PLACEHOLDER = re.compile(r"\?")
 
@@ -116,6 +118,43 @@ class ReadModelStoreMixin:
                 f"CREATE TABLE IF NOT EXISTS {self.qualify(GENERATIONS_TABLE)} "
                 "(projection TEXT PRIMARY KEY, generation INTEGER NOT NULL)"
             )
+
+    def ensure_failures_table(self) -> None:
+        with self.write_transaction() as c:
+            c.execute(
+                f"CREATE TABLE IF NOT EXISTS {self.qualify(FAILURES_TABLE)} "
+                "(projection TEXT PRIMARY KEY, generation INTEGER NOT NULL, "
+                "position BIGINT NOT NULL, error TEXT NOT NULL, failed_at TEXT NOT NULL)"
+            )
+
+    def record_failure(self, projection: str, generation: int, position: int, error: str) -> None:
+        """Remember that ``projection`` cannot apply the event at ``position`` (shown by
+        ``projections status`` in every process until the read model moves past it)."""
+        with self.write_transaction() as c:
+            c.execute(
+                self.sql(
+                    f"INSERT INTO {self.qualify(FAILURES_TABLE)} "
+                    "(projection, generation, position, error, failed_at) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (projection) DO UPDATE SET generation = excluded.generation, "
+                    "position = excluded.position, error = excluded.error, "
+                    "failed_at = excluded.failed_at"
+                ),
+                (projection, generation, position, error, datetime.now(UTC).isoformat()),
+            )
+
+    def clear_failure(self, projection: str) -> None:
+        with self.write_transaction() as c:
+            c.execute(
+                self.sql(f"DELETE FROM {self.qualify(FAILURES_TABLE)} WHERE projection = ?"),
+                (projection,),
+            )
+
+    def failures(self) -> dict[str, str]:
+        """Per failing read model: which event it cannot apply, and why."""
+        with self.datastore.transaction(commit=False) as c:
+            c.execute(f"SELECT projection, position, error FROM {self.qualify(FAILURES_TABLE)}")
+            rows = [self.row_dict(row) for row in c.fetchall()]
+        return {row["projection"]: f"event {row['position']}: {row['error']}" for row in rows}
 
     def tables_for(self, generation: int, ddl: dict[str, str]) -> dict[str, str]:
         return {base: self.qualify(table_name(base, generation)) for base in ddl}
@@ -439,4 +478,5 @@ def store_for(app: Any) -> ReadModelStoreMixin:
         raise ValueError("read models need a SQLite or PostgreSQL store (CJLEDGER_DATABASE_URL)")
     store.create_table()  # the recorder's tracking table
     store.ensure_generations_table()
+    store.ensure_failures_table()
     return store

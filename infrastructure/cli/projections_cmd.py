@@ -95,7 +95,9 @@ def status(
     store: StoreOption = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
 ) -> None:
-    """Per projection: active generation, position, head of the log and lag."""
+    """Per projection: active generation, position, head of the log, lag and failure.
+
+    Exits 1 (after printing the table) if a read model cannot apply an event."""
     from rich.table import Table
 
     from infrastructure.logging import configure_logging
@@ -113,19 +115,29 @@ def status(
                         "position": r.position,
                         "head": r.head,
                         "lag": r.lag,
+                        "failure": r.failure,
                     }
                     for r in rows
                 ],
                 indent=2,
             )
         )
-        return
-    table = Table(title="projections")
-    for column in ("projection", "generation", "position", "head", "lag"):
-        table.add_column(column, justify="left" if column == "projection" else "right")
-    for r in rows:
-        table.add_row(r.name, str(r.generation), str(r.position), str(r.head), str(r.lag))
-    make_console().print(table)
+    else:
+        table = Table(title="projections")
+        for column in ("projection", "generation", "position", "head", "lag", "failure"):
+            table.add_column(
+                column, justify="right" if column not in ("projection", "failure") else "left"
+            )
+        for r in rows:
+            table.add_row(
+                r.name, str(r.generation), str(r.position), str(r.head), str(r.lag), r.failure or ""
+            )
+        make_console().print(table)
+    failing = [r for r in rows if r.failure]
+    if failing:
+        first = failing[0]
+        more = f" (and {len(failing) - 1} more)" if len(failing) > 1 else ""
+        fail(f"read model {first.name} is stuck at {first.failure}{more}", code=1)
 
 
 @projections_app.command("rebuild")

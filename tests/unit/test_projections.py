@@ -16,7 +16,7 @@ from application.batches import BatchApplication
 from domain.batch import CJBatch
 from domain.values import BatchingMode
 from projections.queries import ReadModels
-from projections.runner import ReadModelRunner
+from projections.runner import ProjectionFailed, ReadModelRunner
 from tests.conftest import AppFactory
 from tests.fakes import run_batch
 
@@ -287,7 +287,7 @@ def test_a_runner_that_crashes_mid_page_resumes_without_duplicates_or_gaps(
         original(*args)
 
     monkeypatch.setattr(projection, "apply", flaky_apply)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(ProjectionFailed, match="runner killed mid-page"):
         runner.run_once()
     stuck = runner.status()
     assert 0 < stuck[2].position < stuck[2].head, "part of the log was committed"

@@ -49,7 +49,8 @@ def test_status_shows_position_head_and_lag_of_every_read_model(
     head = before["batch_summary"]["head"]
     assert head > 0
     assert all(
-        r == {"generation": 1, "position": 0, "head": head, "lag": head} for r in before.values()
+        r == {"generation": 1, "position": 0, "head": head, "lag": head, "failure": None}
+        for r in before.values()
     )
 
     code, out, err = run_cli(capsys, "projections", "run", "--once", "--store", str(store))
