@@ -16,7 +16,7 @@ from eventsourcing.persistence import IntegrityError, Tracking
 from application.batches import BatchApplication
 from projections.catalogue import PROJECTIONS
 from projections.queries import ReadModels
-from projections.runner import ReadModelRunner, RebuildInProgress
+from projections.runner import ProjectionFailed, ReadModelRunner, RebuildInProgress
 from projections.store import table_name, tracking_key
 from tests.conftest import AppFactory
 from tests.fakes import run_batch
@@ -188,12 +188,16 @@ def test_a_page_whose_rows_are_refused_stops_that_read_model_but_not_the_others(
             "VALUES (?, 'essay-00', 0, 0, 1, 0)",
             (str(batch_id),),
         )
-    with pytest.raises(IntegrityError):  # raised, not retried forever
-        runner.run_once()
-    assert runner.store.position("rankings", 1) == 0, "nothing of the refused page stands"
+    with pytest.raises(ProjectionFailed, match="rankings cannot apply event") as failed:
+        runner.run_once()  # raised, not retried forever
+    assert "unique" in str(failed.value).lower()  # the row the squatter holds
+    assert runner.store.position("rankings", 1) < failed.value.position, "refused event stands"
     lag = runner.lag()
     assert lag.pop("rankings") > 0
     assert lag == {"batch_summary": 0, "comparisons": 0, "decision_audit": 0}
+    failures = {s.name: s.failure for s in runner.status()}
+    assert failures.pop("rankings", "").startswith(f"event {failed.value.position}: ")
+    assert set(failures.values()) == {None}
 
 
 def test_the_library_projection_entry_point_processes_each_event_exactly_once(
