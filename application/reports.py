@@ -226,6 +226,16 @@ def summarize_event(event: Any, resolve: Resolve = _as_is) -> str:
     if isinstance(event, CJBatch.Finalized):
         extra = f" reason={event.failure_reason}" if event.failure_reason else ""
         rel = "-" if event.reliability is None else f"{event.reliability:.3f}"
+        quality = event.quality
+        if quality is not None:
+            split = "-" if quality.split_half is None else f"{quality.split_half:.3f}"
+            first = quality.position_bias.first_shown_win_rate
+            extra += (
+                f" split_half={split} first_shown_wins={'-' if first is None else f'{first:.3f}'}"
+                f" never_compared={quality.never_compared}"
+                f" misfits={sum(1 for e in quality.essays if e.misfit)}"
+                f" flags={','.join(quality.flags) or '-'}"
+            )
         return (
             f"status={event.status.value} essays_scored={len(event.scores)} "
             f"reliability={rel}{extra}"
