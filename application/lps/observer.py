@@ -6,6 +6,7 @@ The executor never imports a metrics library; ``infrastructure.metrics`` impleme
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -71,6 +72,8 @@ class ExecutorStats:
     max_bundle_size: int = 0
     jobs: int = 0
     jobs_resumed: int = 0
+    #: provider port calls by name (compare, compare_bundle, schedule_job, job_status, …)
+    calls_by_name: Counter[str] = field(default_factory=Counter)
     retries: int = 0
     outcomes: dict[str, int] = field(default_factory=_zero_outcomes)
 

@@ -91,6 +91,7 @@ class Runtime:
 
     def call(self, mode: QueueProcessingMode, call: str, fn: Callable[..., T], *args: Any) -> T:
         """Call the provider, counting the call whether or not it succeeds."""
+        self.stats.calls_by_name[call] += 1
         if call in WORK_CALLS:
             self.stats.provider_calls += 1
         else:

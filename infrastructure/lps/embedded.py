@@ -96,17 +96,17 @@ class EmbeddedLPS:
     def stats(self) -> dict[str, Any]:
         stats = self.executor.stats.as_dict()
         modes = sorted(m.value for m in self.queue_modes)
-        calls: list[str] = list(getattr(self.provider, "calls", []))
+        calls = self.executor.stats.calls_by_name
         return {
             "queue_processing_mode": modes[0] if len(modes) == 1 else modes,
             "provider_calls": stats["provider_calls"],
             # calls of the per-call interface (one per request or per bundle); a wave that
             # went through provider batch jobs has none
-            "per_call_provider_calls": calls.count("compare") + calls.count("compare_bundle"),
+            "per_call_provider_calls": calls["compare"] + calls["compare_bundle"],
             "job_calls": {
-                "schedule_job": calls.count("schedule_job"),
-                "job_status": calls.count("job_status"),
-                "collect_results": calls.count("collect_results"),
+                "schedule_job": calls["schedule_job"],
+                "job_status": calls["job_status"],
+                "collect_results": calls["collect_results"],
             },
             "bundles": stats["bundles"],
             "max_bundle_size": stats["max_bundle_size"],
