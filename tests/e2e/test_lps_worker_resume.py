@@ -93,22 +93,22 @@ def test_a_killed_worker_resumes_its_provider_batch_job_instead_of_resubmitting(
     topology = Topology(prefix)
     try:
         first = services.lps_worker("lps-worker-1")
-        first.wait_started(60)
+        first.wait_started(90)
         publish_raw(prefix, REQUEST_ROUTING_KEY, request_bodies(6))
-        wait_for(lambda: stub.stats.batch_polls >= 2, 60, "the first worker to poll its job")
+        wait_for(lambda: stub.stats.batch_polls >= 2, 120, "the first worker to poll its job")
         assert stub.stats.openai_batches_created == 1
         first.kill()  # SIGKILL: no shutdown, no acks
 
         stub.script.batch_polls = 0  # the job is done from now on
         second = services.lps_worker("lps-worker-2")
-        second.wait_started(60)
+        second.wait_started(90)
         outcomes: list[dict[str, object]] = []
 
         def all_answered() -> bool:
             outcomes.extend(m.json for m in take_all(topology.outcomes_queue_name))
             return len({o["comparison_id"] for o in outcomes}) == 6
 
-        wait_for(all_answered, 90, "six outcomes")
+        wait_for(all_answered, 180, "six outcomes")
         assert stub.stats.openai_batches_created == 1  # polled again, never resubmitted
         assert stub.stats.files_created == 1
         assert second.events("lps.job_resumed")
