@@ -11,12 +11,18 @@ from typing import Any
 import psycopg
 import pytest
 import structlog
+from hypothesis import settings
 from psycopg import sql
 
 from application.batches import BatchApplication
 from infrastructure.persistence.store import eventsourcing_env, postgres_conninfo
 
 AppFactory = Callable[..., BatchApplication]
+
+# Hypothesis's per-example deadline is a timed assertion: on a loaded two-core machine it
+# fails tests whose behaviour is fine. Speed is measured by ``make bench``, not here.
+settings.register_profile("cjledger", deadline=None)
+settings.load_profile("cjledger")
 
 # The server the PostgreSQL tests use. Every test gets a schema of its own in this database
 # and drops it afterwards, so runs in parallel (or on a shared server) never collide.
