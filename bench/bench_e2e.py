@@ -1,0 +1,161 @@
+"""End to end through real processes: outcomes per second with ``serve`` + ``lps-worker``.
+
+Each repeat takes a fresh PostgreSQL database and queue prefix, registers ``BATCHES``
+batches (their first waves wait in the log), starts ``S`` ``cjledger serve`` and ``W``
+``cjledger lps-worker`` processes with the simulated provider, and waits until every
+batch is finalized. The rate is outcome events recorded ÷ (time of the last
+``ComparisonCompleted`` − time the first wave was published), so it covers dispatching,
+the broker both ways, the worker, recording, decisions, next waves and finalizations.
+
+In the same repeat it measures the server's raw single-row ``INSERT`` + ``COMMIT`` rate
+(one connection, one row per transaction), the yardstick issue 11 compares the
+application path with: ratio = outcomes/s ÷ inserts/s.
+
+Layouts: 1 serve + 1 worker and 2 + 2. Run alone with ``uv run python -m bench.run e2e``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import psycopg
+
+from bench.harness import REPEATS, Target, emit, progress, quiet_logs
+
+BATCHES = int(os.environ.get("CJLEDGER_BENCH_E2E_BATCHES", "8"))
+ESSAYS = 40
+BUDGET = 200
+INSERTS = 2000
+
+
+def insert_commit_rate(database_url: str) -> float:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS bench_insert_commit (id bigint, note text)")
+        started = time.perf_counter()
+        for i in range(INSERTS):
+            conn.execute("INSERT INTO bench_insert_commit VALUES (%s, %s)", (i, "x"))
+        rate = INSERTS / (time.perf_counter() - started)
+        conn.execute("DROP TABLE bench_insert_commit")
+    return rate
+
+
+def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
+    from application.batches import BatchApplication, RegisterBatch
+    from domain.batch import CJBatch
+    from domain.policy import BatchPolicy
+    from domain.values import BatchingMode
+    from infrastructure.persistence.store import eventsourcing_env
+    from tests.e2e.messaging_support import (
+        Services,
+        delete_topology,
+        fresh_postgres_database,
+        new_prefix,
+        service_env,
+        wait_until_finalized,
+    )
+    from tests.fakes import essays
+
+    prefix = new_prefix()
+    with fresh_postgres_database() as database_url:
+        inserts = insert_commit_rate(database_url)
+        app = BatchApplication(env=eventsourcing_env(database_url))
+        batch_ids = [
+            app.submit(
+                RegisterBatch(
+                    f"bench-e2e-{repeat}-{i}",
+                    essays(ESSAYS),
+                    requested_mode=BatchingMode.SERIAL_BUNDLE,
+                    seed=i,
+                    policy=BatchPolicy(max_pairs_cap=BUDGET),
+                )
+            )
+            for i in range(BATCHES)
+        ]
+        app.close()
+        env = service_env(database_url, prefix)
+        env["CJLEDGER_LOG_LEVEL"] = "INFO"
+        with tempfile.TemporaryDirectory() as tmp:
+            services = Services(Path(tmp), env)
+            try:
+                started = [services.serve(f"serve-{i}") for i in range(serves)]
+                started += [services.lps_worker(f"worker-{i}") for i in range(workers)]
+                wait_until_finalized(database_url, batch_ids, timeout=900)
+                first_publish = min(
+                    datetime.fromisoformat(line["timestamp"])
+                    for process in started
+                    for line in process.events("wave_dispatched")
+                )
+            finally:
+                services.stop_all()
+                delete_topology(prefix)
+        app = BatchApplication(env=eventsourcing_env(database_url))
+        try:
+            completed = [
+                e
+                for b in batch_ids
+                for e in app.batch_events(b)
+                if isinstance(e, CJBatch.ComparisonCompleted)
+            ]
+        finally:
+            app.close()
+    last = max(e.timestamp for e in completed)
+    seconds = (last - first_publish).total_seconds()
+    rate = len(completed) / seconds
+    return {
+        "outcomes": len(completed),
+        "seconds": round(seconds, 3),
+        "outcomes_per_second": round(rate, 1),
+        "insert_commit_per_second": round(inserts, 1),
+        "ratio": round(rate / inserts, 3),
+    }
+
+
+def main() -> None:
+    quiet_logs()
+    results: dict[str, list[dict[str, Any]]] = {}
+    for serves, workers in ((1, 1), (2, 2)):
+        layout = f"{serves}+{workers}"
+        results[layout] = []
+        for repeat in range(REPEATS):
+            run = one_run(serves, workers, repeat)
+            progress(f"e2e {layout} repeat {repeat + 1}: {json.dumps(run)}")
+            results[layout].append(run)
+    targets = [
+        Target.at_least(
+            "end to end 1 serve + 1 lps-worker (outcomes/s)",
+            2000,
+            [r["outcomes_per_second"] for r in results["1+1"]],
+        ),
+        Target.at_least(
+            "end to end 2 serve + 2 lps-worker (outcomes/s)",
+            2000,
+            [r["outcomes_per_second"] for r in results["2+2"]],
+        ),
+        Target.at_least(
+            "outcomes/s ÷ raw INSERT+COMMIT/s, 1+1 (same run)",
+            1.0,
+            [r["ratio"] for r in results["1+1"]],
+            unit="x",
+        ),
+        Target.at_least(
+            "raw single-row INSERT+COMMIT (rows/s)",
+            None,
+            [r["insert_commit_per_second"] for r in results["1+1"] + results["2+2"]],
+        ),
+    ]
+    emit(
+        "e2e",
+        targets=targets,
+        details={"batches": BATCHES, "essays": ESSAYS, "budget": BUDGET, "runs": results},
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
