@@ -13,11 +13,13 @@ import pytest
 from eventsourcing.persistence import OperationalError
 
 from application.batches import BatchApplication, RecordResult, RegisterBatch
+from application.content import EssaySubmission
 from domain.backoff import Backoff
 from domain.batch import CJBatch
 from domain.values import ComparisonOutcome
 from infrastructure.messaging.contracts import ComparisonOutcomeV1
 from infrastructure.messaging.outcomes import OutcomeConsumer, parse_outcome
+from infrastructure.persistence.store import eventsourcing_env
 from tests.fakes import essays
 
 
@@ -341,3 +343,31 @@ def test_the_contract_outcome_round_trips_through_the_parser(cj: BatchApplicatio
     parsed = parse_outcome(outcome_body(batch))
     assert parsed.batch_id == batch.id
     assert parsed.message == ComparisonOutcomeV1.model_validate_json(outcome_body(batch))
+
+
+# ---------------------------------------------------------------------------- content
+
+
+async def test_a_version_2_outcome_leaves_its_prose_and_raw_answer_in_the_content_store() -> None:
+    app = BatchApplication(env=eventsourcing_env("memory://"))
+    submissions = tuple(EssaySubmission(f"pupil-{i}", f"Essay text {i}.") for i in range(4))
+    batch = app.get_batch(app.submit(RegisterBatch("ref-content", submissions=submissions)))
+    comparison_id = next(iter(batch.comparisons))
+    body = outcome_body(
+        batch,
+        0,
+        schema_version=2,
+        justification="A says 'Essay text 1.' better",
+        raw_answer='{"winner": "A", "confidence": 3}',
+    )
+    delivery = FakeDelivery(body)
+    await handle_all(consumer_for(app.record_outcomes, FakeDeadLetters()), [delivery])
+
+    assert delivery.acked == 1
+    stored = app.require_content().answers(str(batch.id))[comparison_id]
+    assert stored.justification == "A says 'Essay text 1.' better"
+    assert stored.raw_answer == '{"winner": "A", "confidence": 3}'
+    (event,) = [e for e in app.batch_events(batch.id) if isinstance(e, CJBatch.ComparisonCompleted)]
+    assert event.justification_ref == comparison_id
+    assert event.outcome.success is not None and event.outcome.success.justification == ""
+    app.close()
