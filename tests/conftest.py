@@ -15,6 +15,7 @@ from hypothesis import settings
 from psycopg import sql
 
 from application.batches import BatchApplication
+from infrastructure.bootstrap import System
 from infrastructure.persistence.store import eventsourcing_env, postgres_conninfo
 
 AppFactory = Callable[..., BatchApplication]
@@ -79,16 +80,16 @@ def store_env(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[s
 @pytest.fixture
 def make_app(store_env: dict[str, str]) -> Iterator[AppFactory]:
     """Build application instances on the test's store; all are closed afterwards."""
-    apps: list[BatchApplication] = []
+    systems: list[System] = []
 
     def factory(**kwargs: Any) -> BatchApplication:
-        app = BatchApplication(env=dict(store_env), **kwargs)
-        apps.append(app)
-        return app
+        system = System(store_env=store_env, app_options=kwargs)  # the composition root
+        systems.append(system)
+        return system.app
 
     yield factory
-    for app in apps:
-        app.close()
+    for system in systems:
+        system.close()
 
 
 @pytest.fixture(autouse=True)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from rich.console import Console
 
     from application.batches import BatchApplication
+    from infrastructure.bootstrap import System
     from infrastructure.settings import Settings
 
 StoreOption = Annotated[
@@ -40,26 +41,41 @@ def database_url(store: Path | None, settings: Settings | None = None) -> str:
 
 
 @contextmanager
-def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchApplication]:
-    """Open the batch application on ``--store`` or the configured database."""
-    from infrastructure.persistence.bootstrap import open_batch_application
+def open_system(store: Path | None, *, must_exist: bool = True) -> Iterator[System]:
+    """The composition root on ``--store`` or the configured database."""
+    from infrastructure.bootstrap import System
     from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
 
     if store is not None and must_exist and not store.exists():
         fail(f"no event store at {store}")
+    settings = load_settings_for(store)
     try:
-        env = eventsourcing_env(database_url(store))
+        env = eventsourcing_env(settings.database_url)
     except BadDatabaseUrl as bad:
         fail(str(bad))
     if store is None and must_exist and env.get("PERSISTENCE_MODULE", "").endswith("sqlite"):
         path = Path(env["SQLITE_DBNAME"])
         if not path.exists():
             fail(f"no event store at {path} (set CJLEDGER_DATABASE_URL or pass --store)")
-    app = open_batch_application(env)
-    try:
-        yield app
-    finally:
-        app.close()
+    with System(settings) as system:
+        yield system
+
+
+def load_settings_for(store: Path | None) -> Settings:
+    """The settings, with ``--store FILE`` (when given) as the database."""
+    from infrastructure.cli.errors import load_settings
+
+    settings = load_settings()
+    if store is None:
+        return settings
+    return settings.model_copy(update={"database_url": database_url(store)})
+
+
+@contextmanager
+def open_app(store: Path | None, *, must_exist: bool = True) -> Iterator[BatchApplication]:
+    """Open the batch application on ``--store`` or the configured database."""
+    with open_system(store, must_exist=must_exist) as system:
+        yield system.app
 
 
 def make_console() -> Console:

@@ -17,7 +17,7 @@ import typer
 
 from domain.values import BatchingMode
 from infrastructure.cli.app import app, fail
-from infrastructure.cli.common import open_app
+from infrastructure.cli.common import open_system
 
 if TYPE_CHECKING:
     from application.reports import BatchReport
@@ -98,7 +98,8 @@ def demo(
         allow_sparse=allow_sparse,
         ref_seed=seed,  # the same refs, hence the same pairs, in every fresh store
     )
-    with open_app(store, must_exist=False) as cj:
+    with open_system(store, must_exist=False) as system:
+        cj = system.app
         try:
             batch_id = cj.submit(command)
         except SparseBudget as sparse:

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from infrastructure.cli.app import PLAIN_HELP, app, fail
-from infrastructure.cli.common import StoreOption, database_url, make_console, open_app
+from infrastructure.cli.common import StoreOption, database_url, make_console, open_system
 
 if TYPE_CHECKING:
-    from application.batches import BatchApplication
+    from infrastructure.bootstrap import System
     from projections.runner import ReadModelRunner
 
 projections_app = typer.Typer(
@@ -32,7 +32,7 @@ app.add_typer(projections_app, name="projections")
 
 
 @contextmanager
-def _open_store(store: Path | None) -> Iterator[BatchApplication]:
+def _open_store(store: Path | None) -> Iterator[System]:
     import psycopg
 
     from infrastructure.persistence.bootstrap import ddl_lock
@@ -44,20 +44,18 @@ def _open_store(store: Path | None) -> Iterator[BatchApplication]:
             with ddl_lock(env):
                 ensure_schema(env)
         except BadDatabaseUrl:
-            pass  # open_app reports it
+            pass  # open_system reports it
         except psycopg.Error as error:
             fail(f"cannot reach the database: {str(error).strip().splitlines()[0]}", code=1)
-    with open_app(store) as cj:
-        yield cj
+    with open_system(store) as system:
+        yield system
 
 
-def _runner(cj: object, names: list[str] | None = None) -> ReadModelRunner:
-    from infrastructure.persistence.bootstrap import ddl_lock
-    from projections.runner import ReadModelRunner, UnknownProjection
+def _runner(system: System, names: list[str] | None = None) -> ReadModelRunner:
+    from projections.runner import UnknownProjection
 
     try:
-        with ddl_lock(dict(getattr(cj, "env", {}))):  # creates the read models' tables
-            return ReadModelRunner(cj, names)
+        return system.runner(names)
     except (UnknownProjection, ValueError) as error:
         fail(str(error))
 
@@ -73,8 +71,8 @@ def run(
     from infrastructure.logging import configure_logging
 
     configure_logging(json_logs=not once, level="INFO")
-    with _open_store(store) as cj:
-        runner = _runner(cj)
+    with _open_store(store) as system:
+        runner = _runner(system)
         runner.poll_interval = poll_interval
         runner.page_size = page_size
         if once:
@@ -103,8 +101,8 @@ def status(
     from infrastructure.logging import configure_logging
 
     configure_logging(json_logs=False, level="WARNING")
-    with _open_store(store) as cj:
-        rows = _runner(cj).status()
+    with _open_store(store) as system:
+        rows = _runner(system).status()
     if as_json:
         print(
             json.dumps(
@@ -163,8 +161,8 @@ def rebuild(
     names = [name] if name else list(PROJECTIONS)
     configure_logging(json_logs=False, level="WARNING")
     console = make_console()
-    with _open_store(store) as cj:
-        runner = _runner(cj, names)
+    with _open_store(store) as system:
+        runner = _runner(system, names)
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),

@@ -81,19 +81,12 @@ def _run_process(name: str, settings: Settings) -> None:
 
 
 async def _main(name: str, settings: Settings) -> None:
-    from infrastructure.lps.process import build_lps_worker
-    from infrastructure.messaging.processes import build_serve
+    from infrastructure.bootstrap import System
     from infrastructure.messaging.service import run_service
 
-    if name == "serve":
-        serve_process = build_serve(settings)
-        try:
-            await run_service(name, serve_process.components)
-        finally:
-            serve_process.close()
-    else:
-        worker_process = build_lps_worker(settings)
-        await run_service(name, worker_process.components)
+    with System(settings) as system:
+        process = system.serve_process() if name == "serve" else system.lps_worker_process()
+        await run_service(name, process.components)
 
 
 def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:
@@ -140,11 +133,11 @@ def submit(
     events carry opaque refs and keyed hashes. Idempotent per reference.
     """
     from domain.batch import CommandRejected, SparseBudget
+    from infrastructure.bootstrap import System
     from infrastructure.cli.essay_file import default_ref, read_essays, read_text_file
     from infrastructure.cli.registration import registration
     from infrastructure.logging import configure_logging
-    from infrastructure.persistence.bootstrap import open_batch_application
-    from infrastructure.persistence.store import BadDatabaseUrl, eventsourcing_env
+    from infrastructure.persistence.store import BadDatabaseUrl
 
     settings = load_settings()
     configure_logging(json_logs=settings.log_json, level="WARNING")
@@ -161,20 +154,17 @@ def submit(
         seed=seed,
         allow_sparse=allow_sparse,
     )
-    try:
-        env = eventsourcing_env(settings.database_url)
-    except BadDatabaseUrl as bad:
-        fail(str(bad))
-    try:
-        cj = open_batch_application(env, mode_setting=settings.batching_mode)
-    except Exception as error:
-        fail(f"cannot open the event store: {type(error).__name__}: {error}", code=1)
-    try:
-        batch_id = cj.submit(command)
-    except SparseBudget as sparse:
-        fail(f"{sparse}: pass --budget {sparse.smallest}, or --allow-sparse to run it anyway")
-    except (CommandRejected, ValueError) as rejected:
-        fail(str(rejected))
-    finally:
-        cj.close()
+    with System(settings) as system:
+        try:
+            cj = system.app
+        except BadDatabaseUrl as bad:
+            fail(str(bad))
+        except Exception as error:
+            fail(f"cannot open the event store: {type(error).__name__}: {error}", code=1)
+        try:
+            batch_id = cj.submit(command)
+        except SparseBudget as sparse:
+            fail(f"{sparse}: pass --budget {sparse.smallest}, or --allow-sparse to run it anyway")
+        except (CommandRejected, ValueError) as rejected:
+            fail(str(rejected))
     print(batch_id)

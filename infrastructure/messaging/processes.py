@@ -14,6 +14,7 @@ from faststream.rabbit import RabbitBroker
 
 from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
+from infrastructure.bootstrap import System
 from infrastructure.messaging.broker import make_broker, subscribe
 from infrastructure.messaging.dead_letters import RabbitDeadLetters
 from infrastructure.messaging.outcomes import OutcomeConsumer
@@ -26,12 +27,6 @@ from infrastructure.messaging.service import (
 )
 from infrastructure.messaging.topology import Topology
 from infrastructure.messaging.transport import MessagePublisher, RabbitRequestTransport
-from infrastructure.persistence.bootstrap import (
-    ddl_lock,
-    open_batch_application,
-    retry_schema_race,
-)
-from infrastructure.persistence.positions import position_store_for
 from infrastructure.persistence.store import eventsourcing_env
 from infrastructure.settings import Settings
 from projections.runner import ReadModelRunner
@@ -59,10 +54,15 @@ class ServeProcess:
         self.app.close()
 
 
-def build_serve(settings: Settings, app: BatchApplication | None = None) -> ServeProcess:
+def build_serve(
+    settings: Settings, app: BatchApplication | None = None, system: System | None = None
+) -> ServeProcess:
     """CJ's service: outcome consumer, outbox dispatcher and deadline sweeper."""
-    env = service_env(settings)
-    app = app or open_batch_application(env, mode_setting=settings.batching_mode)
+    system = system or System(settings)
+    if app is not None:
+        system.app = app  # a test's own application instance
+    env = system.env
+    app = system.app
     topology = Topology(settings.queue_prefix)
     broker = make_broker(
         settings.broker_url,
@@ -74,8 +74,7 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
     transport = RabbitRequestTransport(
         publisher, asyncio.get_running_loop(), timeout=settings.publish_timeout_seconds * 6
     )
-    with ddl_lock(env):
-        positions = retry_schema_race(lambda: position_store_for(app))
+    positions = system.positions
     dispatcher = OutboxDispatcher(app, transport, positions, name=DISPATCHER_NAME)
     dispatcher_loop = DispatcherLoop(
         dispatcher,
@@ -111,10 +110,8 @@ def build_serve(settings: Settings, app: BatchApplication | None = None) -> Serv
         sweeper,
     ]
     # Read models live in SQL tables; the in-memory store (tests) has none.
-    if settings.serve_projections and not settings.database_url.startswith("memory"):
-        with ddl_lock(env):
-            runner = retry_schema_race(lambda: ReadModelRunner(app))
-        components.append(ProjectionComponent(runner))
+    if settings.serve_projections and system.has_sql_store:
+        components.append(ProjectionComponent(system.runner()))
     return ServeProcess(app, broker, topology, consumer, dispatcher_loop, components)
 
 
