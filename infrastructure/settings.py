@@ -135,6 +135,24 @@ class Settings(BaseSettings):
     lps_simulated_failure_rate: float = Field(default=0.0, ge=0, le=1)
     lps_simulated_job_delay_seconds: float = Field(default=2.0, ge=0)
 
+    # HTTP API (cjledger api) and process health
+    api_token: SecretStr | None = Field(
+        default=None, description="bearer token for write and admin endpoints"
+    )
+    api_read_token: SecretStr | None = Field(
+        default=None, description="bearer token for reads; reads are open when unset"
+    )
+    api_max_body_bytes: int = Field(default=5_000_000, ge=1, description="larger bodies get 413")
+    api_ready_max_lag: int = Field(
+        default=1000, ge=0, description="/readyz fails when the read models lag more than this"
+    )
+    api_follow: bool = Field(
+        default=True, description="the API process keeps the read models caught up itself"
+    )
+    metrics_port: int | None = Field(
+        default=None, ge=0, le=65535, description="serve/lps-worker: /metrics and /healthz port"
+    )
+
     def retry_backoff(self) -> Backoff:
         """The backoff before a message is requeued, for every long-running process."""
         return Backoff(

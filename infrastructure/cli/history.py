@@ -14,7 +14,6 @@ from infrastructure.cli.common import StoreOption, make_console, open_app
 
 if TYPE_CHECKING:
     from application.batches import BatchApplication
-    from domain.batch import CJBatch
 
 
 @batches_app.command("history")
@@ -48,7 +47,12 @@ def history(
 def _show_events(events: list[Any], as_json: bool, resolve: Callable[[str], str]) -> None:
     from rich.table import Table
 
+    from application.event_json import event_document
     from application.reports import summarize_event
+
+    if as_json:  # everything each event carries, for auditors and scripts
+        print(json.dumps([event_document(e) for e in events], indent=2))
+        return
 
     rows = [
         {
@@ -59,9 +63,6 @@ def _show_events(events: list[Any], as_json: bool, resolve: Callable[[str], str]
         }
         for e in events
     ]
-    if as_json:
-        print(json.dumps(rows, indent=2))
-        return
     table = Table(title=f"batch {events[0].originator_id}")
     for column in ("version", "timestamp", "type", "summary"):
         table.add_column(column, overflow="fold")
@@ -78,6 +79,8 @@ def _show_state(
     from rich.table import Table
 
     batch = app.get_batch(batch_id, version=version)
+    from application.event_json import state_summary
+
     state = state_summary(batch)
     if as_json:
         print(json.dumps(state, indent=2))
@@ -86,25 +89,3 @@ def _show_state(
     for key, value in state.items():
         table.add_row(key, str(value))
     make_console().print(table)
-
-
-def state_summary(batch: CJBatch) -> dict[str, Any]:
-    return {
-        "batch_id": str(batch.id),
-        "version": batch.version,
-        "external_ref": batch.external_ref,
-        "phase": batch.phase.value,
-        "mode": batch.mode.value if batch.mode else None,
-        "mode_source": batch.mode_source,
-        "essays": len(batch.essays),
-        "waves": len(batch.waves),
-        "pairs_submitted": batch.pairs_submitted,
-        "open_comparisons": batch.open_comparisons,
-        "successes": batch.successes,
-        "failures": batch.failures,
-        "resampling_passes_used": batch.resampling_passes_used,
-        "decisions": batch.decision_count,
-        "last_decision": batch.last_decision.value if batch.last_decision else None,
-        "final_status": batch.final_status.value if batch.final_status else None,
-        "failure_reason": batch.failure_reason,
-    }

@@ -22,6 +22,7 @@ from infrastructure.cli import (  # noqa: F401  (each module registers its comma
     erase_cmd,
     history,
     projections_cmd,
+    read_cmd,
     run_cmd,
     service_cmd,
 )

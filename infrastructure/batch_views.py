@@ -1,0 +1,56 @@
+"""What the API and the CLI read commands both show: usage totals, CSV, report data."""
+
+from __future__ import annotations
+
+import csv
+import io
+from typing import Any
+from uuid import UUID
+
+from domain.batch import CJBatch
+from infrastructure.bootstrap import System
+from infrastructure.teacher_report import ReportData
+
+
+def batch_id_for(reference: str) -> UUID:
+    """A batch id from its id or its external reference."""
+    try:
+        return UUID(reference)
+    except ValueError:
+        return CJBatch.create_id(reference)
+
+
+def usage(comparisons: list[dict[str, Any]]) -> dict[str, Any]:
+    """Totals over a batch's comparisons: what the judging cost."""
+    done = [c for c in comparisons if c["outcome"] != "pending"]
+    latencies = [c["latency_ms"] for c in done if c.get("latency_ms") is not None]
+    costs = [c["cost_usd"] for c in done if c.get("cost_usd") is not None]
+    return {
+        "comparisons": len(comparisons),
+        "succeeded": sum(1 for c in done if c["outcome"] == "success"),
+        "failed": sum(1 for c in done if c["outcome"] == "failure"),
+        "cost_usd": round(sum(costs), 6) if costs else None,
+        "mean_latency_ms": round(sum(latencies) / len(latencies), 1) if latencies else None,
+    }
+
+
+def rankings_as_csv(rows: list[dict[str, Any]]) -> str:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    columns = ["rank", "essay_id", "score", "se", "comparisons"]
+    writer.writerow(columns)
+    for row in rows:
+        writer.writerow([row[c] for c in columns])
+    return out.getvalue()
+
+
+def report_data(system: System, batch_id: str, summary: dict[str, Any]) -> ReportData:
+    models = system.read_models
+    comparisons = models.comparisons(batch_id)
+    return ReportData(
+        summary=summary,
+        rankings=models.rankings(batch_id),
+        decisions=models.decisions(batch_id),
+        usage=usage(comparisons),
+        comparisons=comparisons,
+    )

@@ -1,0 +1,217 @@
+"""The teacher report: one self-contained HTML page per batch.
+
+No external assets, no scripts, no front-end build: the ranking chart is SVG drawn here
+(one bar per essay from the lowest score, with its ±1 SE whisker), followed by a table
+of essays, the quality figures, usage and cost, and the decision timeline in plain
+words. Everything shown comes from the read models; quality figures stored at
+finalization are shown when the batch has them, otherwise the report computes each
+essay's outfit (mean squared standardised residual of its judgements) from the
+comparisons and flags essays above ``MISFIT_OUTFIT``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from html import escape
+from typing import Any
+
+MISFIT_OUTFIT = 2.0
+
+_REASONS = {
+    "stability_reached": "the scores had stopped moving",
+    "budget_exhausted": "the comparison budget was used up",
+    "callbacks_reached_cap": "every comparison the budget allows had been answered",
+    "small_net_passes_used": "the small set of essays had been compared enough times",
+    "nothing_left_to_ask": "no further useful pair could be asked",
+    "provider_batch_single_wave": "provider batch mode asks for one wave only",
+    "low_success_rate": "too many comparisons failed",
+    "zero_successes": "no comparison succeeded",
+    "success_rate_unreachable": "too many comparisons had failed to reach the success rate",
+}
+
+
+@dataclass(frozen=True)
+class ReportData:
+    summary: dict[str, Any]
+    rankings: list[dict[str, Any]]
+    decisions: list[dict[str, Any]]
+    usage: dict[str, Any]
+    comparisons: list[dict[str, Any]] = field(default_factory=list)
+
+
+def outfit(rankings: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> dict[str, float]:
+    """Per essay, the mean of (observed − expected)² / variance over its judgements."""
+    score = {r["essay_id"]: r["score"] for r in rankings}
+    sums: dict[str, list[float]] = {}
+    for c in comparisons:
+        a, b, winner = c["essay_a"], c["essay_b"], c.get("winner")
+        if c["outcome"] != "success" or a not in score or b not in score or not winner:
+            continue
+        p_a = 1.0 / (1.0 + math.exp(score[b] - score[a]))
+        variance = max(p_a * (1.0 - p_a), 1e-9)
+        observed = 1.0 if winner == a else 0.0
+        residual = (observed - p_a) ** 2 / variance
+        for essay in (a, b):
+            sums.setdefault(essay, []).append(residual)
+    return {essay: sum(values) / len(values) for essay, values in sums.items()}
+
+
+def decision_sentence(decision: dict[str, Any], asked: int | None = None) -> str:
+    """One decision in plain words; ``asked``: pairs the next wave requested."""
+    answered = decision["callbacks_received"]
+    failed = decision["failures"]
+    kind = decision["decision"]
+    change = decision.get("max_score_change")
+    head = f"After {answered} comparisons"
+    if failed:
+        head += f" ({failed} failed)"
+    moving = (
+        f"the scores were still moving (largest change {change:.3f})"
+        if change is not None
+        else "there was no earlier estimate to compare with"
+    )
+    reason = _REASONS.get(decision["reason"], decision["reason"].replace("_", " "))
+    if kind == "REQUEST_MORE_COMPARISONS":
+        more = f"{asked} more were asked" if asked else "more were asked"
+        text = f"{head} {moving}, so {more}."
+    elif kind == "RESAMPLE":
+        text = f"{head} {moving}, so pairs already compared were asked again the other way round."
+    elif kind == "FINALIZE_SCORING":
+        text = f"{head} the batch was scored: {reason}."
+    elif kind == "FINALIZE_FAILURE":
+        text = f"{head} the batch failed: {reason}."
+    else:
+        text = f"{head}: {kind.lower()} ({reason})."
+    if decision.get("guard"):
+        raw = decision["raw_decision"].replace("_", " ").lower()
+        text += f" (The rules said “{raw}”; the {decision['guard']} guard changed that.)"
+    return text
+
+
+def timeline_sentences(decisions: list[dict[str, Any]]) -> list[str]:
+    """The decision trail in plain words, one sentence per decision."""
+    submitted = [d["context"].get("pairs_submitted", 0) for d in decisions]
+    return [decision_sentence(d, _next_wave(submitted, i)) for i, d in enumerate(decisions)]
+
+
+def _next_wave(submitted: list[int], index: int) -> int | None:
+    """Pairs requested between decision ``index`` and the next one."""
+    if index + 1 >= len(submitted):
+        return None
+    return submitted[index + 1] - submitted[index]
+
+
+def ranking_chart(rankings: list[dict[str, Any]]) -> str:
+    """Horizontal bars, best first, from the lowest score; whiskers show ±1 SE."""
+    if not rankings:
+        return "<p>No scores yet: the batch is not finalized.</p>"
+    row, left, width = 22, 150, 520
+    lows = [r["score"] - r["se"] for r in rankings]
+    highs = [r["score"] + r["se"] for r in rankings]
+    lo, hi = min(*lows, 0.0), max(*highs, 0.0)
+    span = (hi - lo) or 1.0
+
+    def x(value: float) -> float:
+        return left + (value - lo) / span * width
+
+    height = row * len(rankings) + 30
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 20}" '
+        f'height="{height}" aria-label="Scores with standard errors">',
+        f'<line x1="{x(0):.1f}" y1="0" x2="{x(0):.1f}" y2="{height - 20}" class="axis"/>',
+    ]
+    base = x(lo)
+    for i, r in enumerate(rankings):
+        y = i * row + 4
+        end = x(r["score"])
+        parts.append(
+            f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">'
+            f"{r['rank']}. {escape(str(r['essay_id']))}</text>"
+        )
+        parts.append(
+            f'<rect class="bar" data-essay="{escape(str(r["essay_id"]))}" x="{base:.1f}" '
+            f'y="{y}" width="{max(end - base, 1.0):.1f}" height="{row - 8}"/>'
+        )
+        cy = y + (row - 8) / 2
+        parts.append(
+            f'<line class="se" x1="{x(r["score"] - r["se"]):.1f}" y1="{cy:.1f}" '
+            f'x2="{x(r["score"] + r["se"]):.1f}" y2="{cy:.1f}"/>'
+        )
+    parts.append(
+        f'<text x="{left}" y="{height - 5}">{lo:+.2f}</text>'
+        f'<text x="{left + width}" y="{height - 5}" text-anchor="end">{hi:+.2f}</text>'
+        f'<text x="{x(0):.1f}" y="{height - 5}" text-anchor="middle">0</text>'
+    )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _fmt(value: Any, spec: str = "") -> str:
+    if value is None:
+        return "–"
+    return escape(format(value, spec) if spec else str(value))
+
+
+def render_report(data: ReportData) -> str:
+    s = data.summary
+    fits = outfit(data.rankings, data.comparisons)
+    quality = s.get("quality") if isinstance(s.get("quality"), dict) else None
+    rows = "".join(
+        "<tr>"
+        f"<td>{r['rank']}</td><td>{escape(str(r['essay_id']))}</td>"
+        f"<td>{r['score']:+.3f}</td><td>{r['se']:.3f}</td><td>{r['comparisons']}</td>"
+        f"<td>{_fmt(fits.get(r['essay_id']), '.2f')}</td>"
+        f"<td>{'misfit' if fits.get(r['essay_id'], 0.0) > MISFIT_OUTFIT else ''}</td>"
+        "</tr>"
+        for r in data.rankings
+    )
+    timeline = "".join(f"<li>{escape(line)}</li>" for line in timeline_sentences(data.decisions))
+    quality_rows = (
+        "".join(f"<tr><th>{escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in quality.items())
+        if quality
+        else (
+            "<tr><th>reliability (SSR)</th>"
+            f"<td>{_fmt(s.get('reliability'), '.3f')}</td></tr>"
+            f"<tr><th>essays flagged as misfits (outfit &gt; {MISFIT_OUTFIT})</th>"
+            f"<td>{sum(1 for v in fits.values() if v > MISFIT_OUTFIT)}</td></tr>"
+        )
+    )
+    u = data.usage
+    status = escape(str(s["status"])) + (
+        f" ({escape(str(s['failure_reason']))})" if s.get("failure_reason") else ""
+    )
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8">
+<title>Batch {escape(str(s["external_ref"]))} — cjledger report</title>
+<style>
+body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}}
+table{{border-collapse:collapse;margin:1rem 0}}
+td,th{{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:left}}
+svg text{{font-size:12px}} .bar{{fill:#4a7bb7}} .se{{stroke:#222;stroke-width:2}}
+.axis{{stroke:#999}}
+</style></head><body>
+<h1>Ranking report</h1>
+<table>
+<tr><th>batch</th><td>{escape(str(s["batch_id"]))}</td></tr>
+<tr><th>reference</th><td>{escape(str(s["external_ref"]))}</td></tr>
+<tr><th>status</th><td>{status}</td></tr>
+<tr><th>essays</th><td>{s["essays"]} ({s["anchors"]} anchors)</td></tr>
+<tr><th>judge</th><td>{_fmt(s.get("provider"))} / {_fmt(s.get("model"))}</td></tr>
+<tr><th>batching mode</th><td>{_fmt(s.get("mode"))}</td></tr>
+<tr><th>finalized</th><td>{_fmt(s.get("finalized_at"))}</td></tr>
+</table>
+<h2>Scores</h2>
+{ranking_chart(data.rankings)}
+<table><thead><tr><th>rank</th><th>essay</th><th>score</th><th>SE</th><th>comparisons</th>
+<th>outfit</th><th>flag</th></tr></thead><tbody>{rows}</tbody></table>
+<h2>Quality</h2><table>{quality_rows}</table>
+<h2>Usage and cost</h2><table>
+<tr><th>comparisons asked</th><td>{u["comparisons"]}</td></tr>
+<tr><th>answered / failed</th><td>{u["succeeded"]} / {u["failed"]}</td></tr>
+<tr><th>cost (USD)</th><td>{_fmt(u.get("cost_usd"), ".4f")}</td></tr>
+<tr><th>mean latency (ms)</th><td>{_fmt(u.get("mean_latency_ms"))}</td></tr>
+</table>
+<h2>How the batch decided</h2><ol>{timeline}</ol>
+</body></html>
+"""

@@ -1,0 +1,282 @@
+"""The HTTP API against the app (httpx via Starlette's TestClient), on SQLite and PostgreSQL.
+
+Every endpoint, status code and auth rule; the read models are kept current by the API's
+own runner (started with the app), as ``cjledger api`` does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+from uuid import UUID
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.values import BatchingMode
+from infrastructure.api import create_api
+from infrastructure.bootstrap import System
+from infrastructure.settings import Settings
+from projections.catalogue import PROJECTIONS
+from tests.fakes import run_batch
+
+WRITE = {"Authorization": "Bearer write-secret"}
+
+
+@pytest.fixture
+def system(store_env: dict[str, str]) -> Iterator[System]:
+    settings = Settings(api_token="write-secret", api_max_body_bytes=20_000)  # type: ignore[arg-type]
+    with System(settings, store_env=store_env) as system:
+        yield system
+
+
+@pytest.fixture
+def batches(system: System) -> list[UUID]:
+    return [
+        run_batch(system.app, n=6, ref="api-1"),
+        run_batch(system.app, n=5, ref="api-2", mode=BatchingMode.PER_REQUEST, failure_rate=0.2),
+    ]
+
+
+def client_for(system: System) -> TestClient:
+    return TestClient(create_api(system), raise_server_exceptions=False)
+
+
+@pytest.fixture
+def client(system: System, batches: list[UUID]) -> Iterator[TestClient]:
+    with client_for(system) as client:
+        wait_caught_up(client)
+        yield client
+
+
+def wait_caught_up(client: TestClient) -> None:
+    deadline = time.monotonic() + 20
+    while client.get("/readyz").json()["freshness"]["lag"] > 0:
+        assert time.monotonic() < deadline, "the API's runner did not catch up"
+        time.sleep(0.05)
+
+
+def essays(n: int) -> list[dict[str, Any]]:
+    return [{"essay_id": f"e{i}", "text": f"essay number {i}"} for i in range(n)]
+
+
+def test_health_ready_and_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200 and ready.json()["status"] == "ready"
+    assert client.get("/docs").status_code == 200
+    assert "/batches/{batch_id}/rankings" in client.get("/openapi.json").json()["paths"]
+
+
+def test_list_filters_paginates_and_reports_freshness(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    everything = client.get("/batches").json()
+    assert {b["batch_id"] for b in everything["items"]} == {str(b) for b in batches}
+    assert everything["freshness"]["lag"] == 0 and everything["freshness"]["position"] > 0
+    first = client.get("/batches", params={"limit": 1}).json()
+    assert len(first["items"]) == 1 and first["next_cursor"]
+    second = client.get("/batches", params={"limit": 1, "cursor": first["next_cursor"]}).json()
+    assert len(second["items"]) == 1 and second["next_cursor"] is None
+    assert first["items"][0]["batch_id"] != second["items"][0]["batch_id"]
+    per_request = client.get("/batches", params={"mode": "per_request"}).json()["items"]
+    assert [b["batch_id"] for b in per_request] == [str(batches[1])]
+    assert client.get("/batches", params={"status": "running"}).json()["items"] == []
+    bad = client.get("/batches", params={"cursor": "nonsense"})
+    assert bad.status_code == 422 and bad.json()["detail"][0]["loc"] == ["query", "cursor"]
+    too_many = client.get("/batches", params={"limit": 100_000})
+    assert too_many.status_code == 422 and too_many.json()["detail"][0]["loc"] == [
+        "query",
+        "limit",
+    ]
+
+
+def test_one_batch_its_rankings_csv_comparisons_and_decisions(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    bid = str(batches[0])
+    summary = client.get(f"/batches/{bid}")
+    assert summary.status_code == 200
+    body = summary.json()
+    assert body["status"] == "scored" and body["usage"]["succeeded"] > 0
+    assert summary.headers["X-Read-Model-Lag"] == "0"
+    assert "quality" in body and "freshness" in body
+
+    rankings = client.get(f"/batches/{bid}/rankings").json()
+    assert [r["rank"] for r in rankings["items"]] == list(range(1, 7))
+    table = list(csv.DictReader(io.StringIO(client.get(f"/batches/{bid}/rankings.csv").text)))
+    assert [r["essay_id"] for r in table] == [r["essay_id"] for r in rankings["items"]]
+
+    page = client.get(f"/batches/{bid}/comparisons", params={"limit": 5}).json()
+    assert len(page["items"]) == 5 and page["next_cursor"]
+    rest = client.get(
+        f"/batches/{bid}/comparisons", params={"limit": 1000, "cursor": page["next_cursor"]}
+    ).json()
+    assert len(page["items"]) + len(rest["items"]) == body["comparisons_requested"]
+    failures = client.get(f"/batches/{batches[1]}/comparisons", params={"outcome": "failure"})
+    assert all(c["outcome"] == "failure" for c in failures.json()["items"])
+
+    decisions = client.get(f"/batches/{bid}/decisions").json()["items"]
+    assert decisions and decisions[-1]["decision"].startswith("FINALIZE")
+    assert {"context", "raw_decision", "guard", "reason"} <= set(decisions[0])
+    assert decisions[0]["context"]["essay_count"] == 6
+
+
+def test_events_with_full_payloads_and_state_at_a_version(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    bid = str(batches[0])
+    events = client.get(f"/batches/{bid}/events").json()["items"]
+    assert events[0]["type"] == "BatchRegistered"
+    assert len(events[0]["payload"]["essays"]) == 6
+    assert events[0]["payload"]["policy"]["max_pairs_cap"] == 120
+    requested = next(e for e in events if e["type"] == "ComparisonsRequested")
+    assert requested["payload"]["pairs"][0]["comparison_id"]
+    at_one = client.get(f"/batches/{bid}/state", params={"version": 1}).json()
+    assert at_one["version"] == 1 and at_one["waves"] == 0
+    now = client.get(f"/batches/{bid}/state").json()
+    assert now["version"] == len(events) and now["final_status"] == "scored"
+    beyond = client.get(f"/batches/{bid}/state", params={"version": len(events) + 1})
+    assert beyond.status_code == 422 and beyond.json()["detail"][0]["loc"] == ["query", "version"]
+
+
+def test_the_report_is_self_contained_html_with_one_bar_per_essay(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    report = client.get(f"/batches/{batches[0]}/report")
+    assert report.status_code == 200 and report.headers["content-type"].startswith("text/html")
+    assert len(re.findall(r'<rect class="bar"', report.text)) == 6
+    assert "http://" not in report.text.replace('xmlns="http://www.w3.org/2000/svg"', "")
+    assert "<script" not in report.text
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/batches/{id}",
+        "/batches/{id}/rankings",
+        "/batches/{id}/rankings.csv",
+        "/batches/{id}/comparisons",
+        "/batches/{id}/decisions",
+        "/batches/{id}/events",
+        "/batches/{id}/state",
+        "/batches/{id}/report",
+    ],
+)
+def test_an_unknown_batch_is_404_on_every_endpoint(client: TestClient, path: str) -> None:
+    for unknown in ("00000000-0000-0000-0000-000000000000", "not-a-uuid"):
+        response = client.get(path.format(id=unknown))
+        assert response.status_code == 404
+        assert "does not exist" in response.json()["detail"]
+
+
+def test_submitting_needs_the_write_token(client: TestClient) -> None:
+    body = {"external_ref": "api-new", "essays": essays(4)}
+    missing = client.post("/batches", json=body)
+    assert missing.status_code == 401 and missing.headers["WWW-Authenticate"] == "Bearer"
+    wrong = client.post("/batches", json=body, headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 403
+    accepted = client.post("/batches", json=body, headers=WRITE)
+    assert accepted.status_code == 202
+    batch_id = accepted.json()["batch_id"]
+    assert accepted.headers["Location"] == f"/batches/{batch_id}"
+    again = client.post("/batches", json=body, headers=WRITE)  # idempotent per reference
+    assert again.status_code == 202 and again.json()["batch_id"] == batch_id
+    assert client.get(f"/batches/{batch_id}/events").json()["items"][0]["payload"]["essays"]
+
+
+@pytest.mark.parametrize(
+    ("body", "loc"),
+    [
+        ({"essays": []}, ["body", "essays"]),
+        ({"essays": [{"essay_id": "a"}]}, ["body", "essays", 0, "text"]),
+        ({"essays": [{"essay_id": "a", "text": "x"}], "budget": 0}, ["body", "budget"]),
+        ({"essays": [{"essay_id": "a", "text": "x"}], "mode": "fast"}, ["body", "mode"]),
+        ({"essays": [{"essay_id": "a", "text": "x"}] * 2}, ["body", "essays", 1, "essay_id"]),
+        ({"essays": essays(2), "colour": "red"}, ["body", "colour"]),
+    ],
+)
+def test_a_bad_submission_is_422_field_by_field_and_stores_nothing(
+    client: TestClient, body: dict[str, Any], loc: list[Any]
+) -> None:
+    head = client.get("/readyz").json()["freshness"]["head"]
+    response = client.post("/batches", json=body, headers=WRITE)
+    assert response.status_code == 422
+    assert loc in [d["loc"] for d in response.json()["detail"]]
+    assert "Traceback" not in response.text
+    assert client.get("/readyz").json()["freshness"]["head"] == head
+
+
+def test_an_oversized_body_is_413(client: TestClient) -> None:
+    big = {"essays": [{"essay_id": "a", "text": "x" * 30_000}]}
+    response = client.post("/batches", json=big, headers=WRITE)
+    assert response.status_code == 413 and "larger than" in response.json()["detail"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it arrives
+        yield b'{"essays": [{"essay_id": "a", "text": "'
+        for _ in range(30):
+            yield b"x" * 1000
+        yield b'"}]}'
+
+    streamed = client.post(
+        "/batches",
+        content=chunks(),
+        headers={**WRITE, "Content-Type": "application/json"},
+    )
+    assert streamed.status_code == 413
+
+
+def test_reads_need_a_token_once_a_read_token_is_set(
+    store_env: dict[str, str], batches: list[UUID]
+) -> None:
+    settings = Settings(api_token="write-secret", api_read_token="read-secret")  # type: ignore[arg-type]
+    with System(settings, store_env=store_env) as system, client_for(system) as client:
+        assert client.get("/batches").status_code == 401
+        wrong = client.get("/batches", headers={"Authorization": "Bearer nope"})
+        assert wrong.status_code == 403
+        reader = client.get("/batches", headers={"Authorization": "Bearer read-secret"})
+        assert reader.status_code == 200
+        assert client.get("/batches", headers=WRITE).status_code == 200
+        as_reader = client.post(
+            "/batches", json={"essays": essays(2)}, headers={"Authorization": "Bearer read-secret"}
+        )
+        assert as_reader.status_code == 403
+        assert client.get("/healthz").status_code == 200  # probes stay open
+
+
+def test_writes_are_refused_when_no_write_token_is_configured(store_env: dict[str, str]) -> None:
+    with System(Settings(), store_env=store_env) as system, client_for(system) as client:
+        response = client.post("/batches", json={"essays": essays(2)}, headers=WRITE)
+        assert response.status_code == 403 and "CJLEDGER_API_TOKEN" in response.json()["detail"]
+
+
+def test_rankings_and_decisions_are_still_served_after_projections_rebuild(
+    client: TestClient, system: System, batches: list[UUID]
+) -> None:
+    bid = str(batches[0])
+    before = (
+        client.get(f"/batches/{bid}/rankings").json()["items"],
+        client.get(f"/batches/{bid}/decisions").json()["items"],
+    )
+    rebuilder = system.runner()
+    for name in PROJECTIONS:
+        rebuilder.rebuild(name)
+    assert system.read_model_store.active_generation("rankings") == 2
+    after = (
+        client.get(f"/batches/{bid}/rankings").json()["items"],
+        client.get(f"/batches/{bid}/decisions").json()["items"],
+    )
+    assert after == before and before[0] and before[1]
+
+
+def test_readyz_fails_when_the_read_models_lag_too_far(store_env: dict[str, str]) -> None:
+    settings = Settings(api_ready_max_lag=0, api_follow=False)
+    with System(settings, store_env=store_env) as system:
+        run_batch(system.app, n=4, ref="lagging")
+        with client_for(system) as client:
+            response = client.get("/readyz")
+            assert response.status_code == 503 and "lag" in response.json()["detail"]
