@@ -53,17 +53,39 @@ def start_batch(batch: CJBatch, mode_setting: BatchingMode | None, now: datetime
     mode, source = resolve_batching_mode(
         batch.requested_mode, mode_setting, batch.provider, batch.policy
     )
-    non_anchors = [e for e in batch.essays if not e.is_anchor]
-    if len(non_anchors) < 2:
+    if _too_few_essays(batch):
         batch.set_batching_mode(mode, source, preferred_bundle_size(mode, 0, batch.policy))
-        batch.finalize(
-            FinalStatus.INSUFFICIENT_ESSAYS,
-            failure_reason=DecisionReason.FEWER_THAN_TWO_ESSAYS.value,
-            failure_details=f"{len(non_anchors)} non-anchor essay(s); at least 2 are needed",
-        )
+        _finalize_too_few(batch)
         return
     pairs = _plan_wave(batch, mode, GenerationMode.COVERAGE, {})
     batch.set_batching_mode(mode, source, preferred_bundle_size(mode, len(pairs), batch.policy))
+    _start_first_wave(batch, pairs, now)
+
+
+def request_first_wave(batch: CJBatch, now: datetime) -> None:
+    """What ``start_batch`` does once the mode is recorded: the first wave, or finalize.
+    Replay verification re-runs it on a batch folded up to its ``BatchingModeSet``."""
+    assert batch.mode is not None
+    if _too_few_essays(batch):
+        _finalize_too_few(batch)
+        return
+    _start_first_wave(batch, _plan_wave(batch, batch.mode, GenerationMode.COVERAGE, {}), now)
+
+
+def _too_few_essays(batch: CJBatch) -> bool:
+    return sum(1 for e in batch.essays if not e.is_anchor) < 2
+
+
+def _finalize_too_few(batch: CJBatch) -> None:
+    non_anchors = sum(1 for e in batch.essays if not e.is_anchor)
+    batch.finalize(
+        FinalStatus.INSUFFICIENT_ESSAYS,
+        failure_reason=DecisionReason.FEWER_THAN_TWO_ESSAYS.value,
+        failure_details=f"{non_anchors} non-anchor essay(s); at least 2 are needed",
+    )
+
+
+def _start_first_wave(batch: CJBatch, pairs: tuple[Pair, ...], now: datetime) -> None:
     if pairs:
         _submit_wave(batch, GenerationMode.COVERAGE, pairs, now)
     else:

@@ -19,10 +19,10 @@ from typing import Any
 MISFIT_OUTFIT = 2.0
 
 _REASONS = {
-    "stability_reached": "the scores had stopped moving",
+    "stable": "the scores had stopped moving",
     "budget_exhausted": "the comparison budget was used up",
     "callbacks_reached_cap": "every comparison the budget allows had been answered",
-    "small_net_passes_used": "the small set of essays had been compared enough times",
+    "small_net_passes_exhausted": "the small set of essays had been compared enough times",
     "nothing_left_to_ask": "no further useful pair could be asked",
     "provider_batch_single_wave": "provider batch mode asks for one wave only",
     "low_success_rate": "too many comparisons failed",
@@ -59,7 +59,7 @@ def outfit(rankings: list[dict[str, Any]], comparisons: list[dict[str, Any]]) ->
 
 def decision_sentence(decision: dict[str, Any], asked: int | None = None) -> str:
     """One decision in plain words; ``asked``: pairs the next wave requested."""
-    answered = decision["callbacks_received"]
+    answered = decision["outcomes"]
     failed = decision["failures"]
     kind = decision["decision"]
     change = decision.get("max_score_change")

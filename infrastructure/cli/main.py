@@ -25,6 +25,7 @@ from infrastructure.cli import (  # noqa: F401  (each module registers its comma
     read_cmd,
     run_cmd,
     service_cmd,
+    verify_cmd,
 )
 from infrastructure.cli.app import app
 from infrastructure.cli.errors import (

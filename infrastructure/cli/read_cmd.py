@@ -124,7 +124,7 @@ def decisions(batch: BatchArgument, store: StoreOption = None, as_json: JsonOpti
         return
     trail = Table(title=f"Decision trail — batch {summary['batch_id']} (mode {summary['mode']})")
     for column in (
-        "wave", "decision", "reason", "callbacks", "success rate", "max score change", "guard",
+        "wave", "decision", "reason", "outcomes", "success rate", "max score change", "guard",
     ):  # fmt: skip
         trail.add_column(column)
     for d in rows:
@@ -132,7 +132,7 @@ def decisions(batch: BatchArgument, store: StoreOption = None, as_json: JsonOpti
         change = "-" if d["max_score_change"] is None else f"{d['max_score_change']:.4f}"
         guard = f"{d['guard']} (raw {d['raw_decision']})" if d["guard"] else ""
         trail.add_row(
-            str(d["wave"]), d["decision"], d["reason"], str(d["callbacks_received"]), rate,
+            str(d["wave"]), d["decision"], d["reason"], str(d["outcomes"]), rate,
             change, guard,
         )  # fmt: skip
     console = make_console()

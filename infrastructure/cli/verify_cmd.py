@@ -1,0 +1,133 @@
+"""``cjledger batches verify``: re-derive decisions, waves and scores from the log alone."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from application.batches import BatchNotFound
+from application.verification import (
+    Divergence,
+    WhatIf,
+    batch_ids,
+    policy_overrides,
+    verify_batch,
+    what_if,
+)
+from infrastructure.batch_views import batch_id_for
+from infrastructure.cli.app import batches_app, fail
+from infrastructure.cli.common import StoreOption, make_console, open_system
+from infrastructure.logging import configure_logging
+
+
+def _read_policy(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        fail(f"no such file: {path}")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        fail(f"cannot read policy {path}: {error}")
+    if not isinstance(document, dict):
+        fail(f"{path}: a policy is a JSON object of BatchPolicy fields")
+    try:
+        return policy_overrides(document)
+    except ValueError as bad:
+        fail(f"{path}: {bad}")
+
+
+@batches_app.command("verify")
+def verify(
+    batch: Annotated[str | None, typer.Argument(help="batch id or external reference")] = None,
+    all_batches: Annotated[bool, typer.Option("--all", help="every batch in the log")] = False,
+    policy: Annotated[
+        Path | None,
+        typer.Option("--policy", dir_okay=False, help="what-if: JSON of policy fields to change"),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON")] = False,
+    store: StoreOption = None,
+) -> None:
+    """Re-derive every decision, wave and finalization; exit 1 on any divergence.
+
+    With --policy FILE, list instead the batches another policy would have stopped
+    earlier, later or with another outcome.
+    """
+    if (batch is None) == (not all_batches):
+        fail("name one batch or pass --all")
+    overrides = _read_policy(policy) if policy is not None else None
+    configure_logging(json_logs=False, level="WARNING")
+    console = make_console()
+    divergences: list[Divergence] = []
+    changes: list[WhatIf] = []
+    with open_system(store) as system:
+        app = system.app
+        ids = batch_ids(app) if all_batches else [batch_id_for(batch or "")]
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=as_json,
+        ) as progress:
+            task = progress.add_task("verify" if overrides is None else "what-if", total=len(ids))
+            for batch_id in ids:
+                try:
+                    events = app.batch_events(batch_id)
+                except BatchNotFound as missing:
+                    fail(str(missing))
+                if overrides is None:
+                    divergences.extend(verify_batch(events))
+                else:
+                    change = what_if(events, overrides)
+                    if change is not None:
+                        changes.append(change)
+                progress.advance(task)
+    if overrides is not None:
+        _print_what_if(changes, len(ids), as_json)
+        return
+    _print_divergences(divergences, len(ids), as_json)
+    if divergences:
+        raise typer.Exit(1)
+
+
+def _print_divergences(divergences: list[Divergence], checked: int, as_json: bool) -> None:
+    if as_json:
+        document = {
+            "batches": checked,
+            "divergences": [asdict(d) for d in divergences],
+        }
+        print(json.dumps(document, indent=2, default=str))
+        return
+    console = make_console()
+    if divergences:
+        table = Table(title="divergences: recorded vs derived from the log")
+        for column in ("batch", "version", "event", "field", "recorded", "derived"):
+            table.add_column(column, overflow="fold")
+        for d in divergences:
+            table.add_row(
+                d.batch_id, str(d.version), d.event, d.field, str(d.recorded), str(d.derived)
+            )
+        console.print(table)
+    console.print(f"{checked} batch(es) verified, {len(divergences)} divergence(s)")
+
+
+def _print_what_if(changes: list[WhatIf], checked: int, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps({"batches": checked, "changed": [asdict(c) for c in changes]}, indent=2))
+        return
+    console = make_console()
+    if changes:
+        table = Table(title="batches the other policy decides differently")
+        for column in ("batch", "change", "wave", "after outcomes", "recorded", "would be"):
+            table.add_column(column, overflow="fold")
+        for c in changes:
+            table.add_row(c.batch_id, c.change, str(c.wave), str(c.outcomes), c.recorded, c.derived)
+        console.print(table)
+    console.print(f"{checked} batch(es) replayed, {len(changes)} would change")

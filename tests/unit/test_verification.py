@@ -1,0 +1,122 @@
+"""``batches verify``: every decision, wave and finalization re-derived from the log."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from application.batches import BatchApplication
+from application.verification import verify_batch, what_if
+from domain.policy import BatchPolicy
+from domain.values import BatchingMode
+from infrastructure.cli.main import main
+from tests.conftest import AppFactory
+from tests.fakes import run_batch
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as done:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(done.value.code or 0), out, err
+
+
+@pytest.mark.parametrize(
+    ("mode", "failure_rate", "n"),
+    [
+        (None, 0.0, 7),
+        (BatchingMode.PER_REQUEST, 0.3, 6),
+        (BatchingMode.PROVIDER_BATCH_API, 0.1, 8),
+        (None, 0.9, 5),  # fails on its success rate
+        (None, 0.0, 1),  # too few essays
+    ],
+)
+def test_every_recorded_step_is_re_derived_without_divergence(
+    make_app: AppFactory, mode: BatchingMode | None, failure_rate: float, n: int
+) -> None:
+    app = make_app()
+    batch_id = run_batch(app, n=n, mode=mode, failure_rate=failure_rate, ref="verify-1")
+    assert verify_batch(app.batch_events(batch_id)) == []
+
+
+def _tamper_first_decision(db: Path) -> tuple[int, str]:
+    """Change the reason of the first stored ContinuationDecided; return its version and
+    the reason that was recorded."""
+    with sqlite3.connect(db) as conn:
+        row = conn.execute(
+            "SELECT originator_id, originator_version, state FROM stored_events "
+            "WHERE topic LIKE '%ContinuationDecided' ORDER BY originator_version LIMIT 1"
+        ).fetchone()
+        state = json.loads(row[2])
+        original = state["reason"]
+        state["reason"] = "tampered_reason"
+        conn.execute(
+            "UPDATE stored_events SET state = ? WHERE originator_id = ? AND originator_version = ?",
+            (json.dumps(state).encode(), row[0], row[1]),
+        )
+    return int(row[1]), original
+
+
+def test_altering_one_stored_decision_reports_exactly_that_divergence_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "events.db"
+    code, _, err = run_cli(capsys, "demo", "--store", str(db), "--essays", "8", "--json")
+    assert code == 0, err
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db), "--json")
+    assert code == 0 and json.loads(out)["divergences"] == []
+
+    version, original = _tamper_first_decision(db)
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db), "--json")
+    assert code == 1
+    (divergence,) = json.loads(out)["divergences"]
+    assert divergence["version"] == version
+    assert divergence["event"] == "ContinuationDecided"
+    assert divergence["field"] == "reason"
+    assert (divergence["recorded"], divergence["derived"]) == ("tampered_reason", original)
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db))
+    assert code == 1 and "1 divergence(s)" in out and "tampered_reason" in out
+
+
+def test_what_if_lists_the_batches_a_stricter_stability_threshold_changes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "events.db"
+    app = BatchApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)}
+    )
+    policy400 = BatchPolicy(max_pairs_cap=400)
+    stable = run_batch(app, n=6, seed=2, ref="x6-2", policy=policy400)
+    exhausted = run_batch(app, n=6, seed=1, ref="asks-everything", policy=policy400)
+    stable_events, exhausted_events = app.batch_events(stable), app.batch_events(exhausted)
+    app.close()
+    last = [e for e in stable_events if type(e).__name__ == "ContinuationDecided"][-1]
+    assert last.reason == "stable" and last.context.max_score_change > 0.005
+
+    change = what_if(stable_events, {"stability_threshold": 0.005})
+    assert change is not None and change.change == "stops later"
+    assert (change.recorded, change.derived) == ("FINALIZE_SCORING", "RESAMPLE")
+    assert what_if(exhausted_events, {"stability_threshold": 0.005}) is None
+    looser = what_if(stable_events, {"stability_threshold": 0.5})
+    assert looser is not None and looser.change == "stops earlier"
+
+    policy = tmp_path / "strict.json"
+    policy.write_text(json.dumps({"stability_threshold": 0.005}))
+    capsys.readouterr()
+    code, out, _ = run_cli(
+        capsys, "batches", "verify", "--all", "--policy", str(policy), "--store", str(db), "--json"
+    )
+    assert code == 0
+    assert [c["batch_id"] for c in json.loads(out)["changed"]] == [str(stable)]
+
+    policy.write_text(json.dumps({"stability": 0.005}))
+    code, _, err = run_cli(capsys, "batches", "verify", "--all", "--policy", str(policy))
+    assert code == 2 and "unknown policy field 'stability'" in err
+
+
+def test_verify_needs_one_batch_or_all(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = run_cli(capsys, "batches", "verify")
+    assert code == 2 and "name one batch or pass --all" in err
