@@ -6,7 +6,7 @@ export UV_PYTHON_DOWNLOADS
 UV = $(shell command -v uv 2>/dev/null || echo "python3 -m uv")
 PYTEST_ARGS ?=
 
-.PHONY: install demo test test-unit lint bench chaos services clean
+.PHONY: install demo test test-unit lint bench chaos services chromium clean
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
@@ -19,8 +19,11 @@ demo: install
 services:
 	@bash scripts/ensure_services.sh
 
+chromium:
+	@bash scripts/ensure_chromium.sh
+
 # pytest exits 5 when it collected nothing: that is a broken suite, not a pass.
-test: install services
+test: install services chromium
 	@$(UV) run pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

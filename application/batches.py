@@ -45,6 +45,7 @@ from application.content import (
     new_secret,
 )
 from application.notification_log import scan_log
+from application.ports import BatchObserver, NoObserver
 from application.serialization import TupleRestoringMapper, register_value_types
 from application.snapshot_store import SNAPSHOTS_KEPT, SnapshotCompressor, prune_snapshots
 from domain import workflow
@@ -262,7 +263,10 @@ class UnitOfWork:
         changed = [b for b in (*self._loaded.values(), *self._added.values()) if b.pending_events]
         if not changed:
             return
+        recorded = [(b.mode, list(b.pending_events)) for b in changed]
         self.app.save(*changed, **{CONTENT_WRITES_KWARG: self._content})
+        for mode, events in recorded:
+            self.app.observer.events_recorded(mode, events)
         cache = self.app.repository.cache
         if cache is not None:
             for batch in self._added.values():
@@ -308,8 +312,10 @@ class BatchApplication(Application[UUID]):
         *,
         clock: Callable[[], datetime] = utc_now,
         mode_setting: BatchingMode | None = None,
+        observer: BatchObserver | None = None,
     ) -> None:
         super().__init__(env)
+        self.observer: BatchObserver = observer or NoObserver()
         self.clock = clock
         self.mode_setting = mode_setting
         self.snapshot_interval = int(self.env.get("SNAPSHOT_INTERVAL") or 0)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from domain.values import BatchingMode
 
@@ -50,3 +50,14 @@ class PositionStore(Protocol):
     def get(self, name: str) -> int: ...
 
     def set(self, name: str, position: int) -> None: ...
+
+
+class BatchObserver(Protocol):
+    """Told about events once they are stored (metrics). Must not raise."""
+
+    def events_recorded(self, mode: BatchingMode | None, events: Sequence[Any]) -> None: ...
+
+
+class NoObserver:
+    def events_recorded(self, mode: BatchingMode | None, events: Sequence[Any]) -> None:
+        pass

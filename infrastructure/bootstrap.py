@@ -56,7 +56,13 @@ class System:
 
     @cached_property
     def app(self) -> BatchApplication:
-        options = {"mode_setting": self.settings.batching_mode, **self.app_options}
+        from infrastructure.metrics import batch_observer
+
+        options = {
+            "mode_setting": self.settings.batching_mode,
+            "observer": batch_observer(),
+            **self.app_options,
+        }
         return open_batch_application(self.env, **options)
 
     @cached_property

@@ -7,6 +7,7 @@ merged into every line.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import structlog
@@ -23,7 +24,25 @@ class _CurrentStderr:
         sys.stderr.flush()
 
 
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def log_json_setting() -> bool | None:
+    """``CJLEDGER_LOG_JSON`` when set (true/false), else ``None``."""
+    value = os.environ.get("CJLEDGER_LOG_JSON", "").strip().lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    return None
+
+
 def configure_logging(*, json_logs: bool, level: str = "INFO") -> None:
+    """``json_logs`` is each process's default (JSON for services, readable lines for
+    operator commands); ``CJLEDGER_LOG_JSON`` overrides it in every process."""
+    chosen = log_json_setting()
+    json_logs = json_logs if chosen is None else chosen
     numeric = logging.getLevelName(level.upper())
     if not isinstance(numeric, int):
         raise ValueError(f"unknown log level {level!r}")

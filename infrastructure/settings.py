@@ -152,6 +152,7 @@ class Settings(BaseSettings):
     metrics_port: int | None = Field(
         default=None, ge=0, le=65535, description="serve/lps-worker: /metrics and /healthz port"
     )
+    metrics_host: str = Field(default="127.0.0.1", description="address of the metrics port")
 
     def retry_backoff(self) -> Backoff:
         """The backoff before a message is requeued, for every long-running process."""

@@ -86,7 +86,12 @@ async def _main(name: str, settings: Settings) -> None:
 
     with System(settings) as system:
         process = system.serve_process() if name == "serve" else system.lps_worker_process()
-        await run_service(name, process.components)
+        components = list(process.components)
+        if settings.metrics_port is not None:
+            from infrastructure.metrics import MetricsServer
+
+            components.insert(0, MetricsServer(settings.metrics_port, settings.metrics_host))
+        await run_service(name, components)
 
 
 def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:

@@ -30,7 +30,11 @@ NEUTRAL = (
     "infrastructure.messaging.transport",
 )
 CONTRACT = "infrastructure.messaging.contracts"
-COMPOSITION_ROOTS = ("infrastructure.cli", "infrastructure.messaging.processes")
+COMPOSITION_ROOTS = (
+    "infrastructure.bootstrap",
+    "infrastructure.cli",
+    "infrastructure.messaging.processes",
+)
 
 
 def _within(module: str, prefixes: tuple[str, ...]) -> bool:
