@@ -9,17 +9,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.table import Table
 
-from infrastructure.batch_views import batch_id_for, rankings_as_csv, report_data, usage
-from infrastructure.bootstrap import System
 from infrastructure.cli.app import app, batches_app, fail
 from infrastructure.cli.common import StoreOption, make_console, open_system
-from infrastructure.logging import configure_logging
-from infrastructure.teacher_report import render_report, timeline_sentences
+
+# Heavy modules are imported inside the commands: ``cjledger --help`` stays fast.
+if TYPE_CHECKING:
+    from infrastructure.bootstrap import System
 
 BatchArgument = Annotated[str, typer.Argument(help="the batch id, or its external reference")]
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON")]
@@ -32,6 +31,8 @@ def _caught_up(system: System) -> System:
 
 
 def _summary(system: System, batch: str) -> dict[str, Any]:
+    from infrastructure.batch_views import batch_id_for
+
     batch_id = str(batch_id_for(batch))
     summary = system.read_models.batch_summary(batch_id)
     if summary is None:
@@ -47,6 +48,10 @@ def list_batches(
     as_json: JsonOption = False,
 ) -> None:
     """Batches, newest first."""
+    from rich.table import Table
+
+    from infrastructure.logging import configure_logging
+
     configure_logging(json_logs=False, level="WARNING")
     with open_system(store) as system:
         rows = _caught_up(system).read_models.batch_page(status=status, limit=limit).rows
@@ -65,6 +70,11 @@ def list_batches(
 @batches_app.command("show")
 def show(batch: BatchArgument, store: StoreOption = None, as_json: JsonOption = False) -> None:
     """One batch's summary and usage."""
+    from rich.table import Table
+
+    from infrastructure.batch_views import usage
+    from infrastructure.logging import configure_logging
+
     configure_logging(json_logs=False, level="WARNING")
     with open_system(store) as system:
         summary = _summary(_caught_up(system), batch)
@@ -89,6 +99,11 @@ def rankings(
     as_json: JsonOption = False,
 ) -> None:
     """A finalized batch's scores, standard errors and ranks."""
+    from rich.table import Table
+
+    from infrastructure.batch_views import rankings_as_csv
+    from infrastructure.logging import configure_logging
+
     configure_logging(json_logs=False, level="WARNING")
     with open_system(store) as system:
         summary = _summary(_caught_up(system), batch)
@@ -115,6 +130,11 @@ def rankings(
 @batches_app.command("decisions")
 def decisions(batch: BatchArgument, store: StoreOption = None, as_json: JsonOption = False) -> None:
     """The decision trail: every continuation decision, its reason and guard."""
+    from rich.table import Table
+
+    from infrastructure.logging import configure_logging
+    from infrastructure.teacher_report import timeline_sentences
+
     configure_logging(json_logs=False, level="WARNING")
     with open_system(store) as system:
         summary = _summary(_caught_up(system), batch)
@@ -148,6 +168,10 @@ def report(
     store: StoreOption = None,
 ) -> None:
     """Write the teacher report: one self-contained HTML file."""
+    from infrastructure.batch_views import report_data
+    from infrastructure.logging import configure_logging
+    from infrastructure.teacher_report import render_report
+
     configure_logging(json_logs=False, level="WARNING")
     with open_system(store) as system:
         summary = _summary(_caught_up(system), batch)
@@ -169,6 +193,7 @@ def api(
     import uvicorn
 
     from infrastructure.api import create_api
+    from infrastructure.logging import configure_logging
 
     with open_system(store) as system:
         configure_logging(json_logs=system.settings.log_json, level=system.settings.log_level)

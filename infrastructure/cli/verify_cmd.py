@@ -5,28 +5,21 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
-from application.batches import BatchNotFound
-from application.verification import (
-    Divergence,
-    WhatIf,
-    batch_ids,
-    policy_overrides,
-    verify_batch,
-    what_if,
-)
-from infrastructure.batch_views import batch_id_for
 from infrastructure.cli.app import batches_app, fail
 from infrastructure.cli.common import StoreOption, make_console, open_system
-from infrastructure.logging import configure_logging
+
+# Heavy modules are imported inside the command: ``cjledger --help`` stays fast.
+if TYPE_CHECKING:
+    from application.verification import Divergence, WhatIf
 
 
 def _read_policy(path: Path) -> dict[str, Any]:
+    from application.verification import policy_overrides
+
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -57,6 +50,19 @@ def verify(
     With --policy FILE, list instead the batches another policy would have stopped
     earlier, later or with another outcome.
     """
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from application.batches import BatchNotFound
+    from application.verification import batch_ids, verify_batch, what_if
+    from infrastructure.batch_views import batch_id_for
+    from infrastructure.logging import configure_logging
+
     if (batch is None) == (not all_batches):
         fail("name one batch or pass --all")
     overrides = _read_policy(policy) if policy is not None else None
@@ -98,6 +104,8 @@ def verify(
 
 
 def _print_divergences(divergences: list[Divergence], checked: int, as_json: bool) -> None:
+    from rich.table import Table
+
     if as_json:
         document = {
             "batches": checked,
@@ -119,6 +127,8 @@ def _print_divergences(divergences: list[Divergence], checked: int, as_json: boo
 
 
 def _print_what_if(changes: list[WhatIf], checked: int, as_json: bool) -> None:
+    from rich.table import Table
+
     if as_json:
         print(json.dumps({"batches": checked, "changed": [asdict(c) for c in changes]}, indent=2))
         return
