@@ -67,16 +67,15 @@ class System:
 
     @cached_property
     def read_model_store(self) -> ReadModelStoreMixin:
+        app = self.app  # opened first: opening takes the DDL lock itself (not reentrant)
         with ddl_lock(self.env):
-            return retry_schema_race(lambda: store_for(self.app))
+            return retry_schema_race(lambda: store_for(app))
 
     def runner(self, names: list[str] | None = None, **kwargs: Any) -> ReadModelRunner:
         """A read-model runner on this store (creates the read models' tables on first use)."""
-        store = self.read_model_store
+        app, store = self.app, self.read_model_store
         with ddl_lock(self.env):
-            return retry_schema_race(
-                lambda: ReadModelRunner(self.app, names, store=store, **kwargs)
-            )
+            return retry_schema_race(lambda: ReadModelRunner(app, names, store=store, **kwargs))
 
     @cached_property
     def read_models(self) -> ReadModels:
@@ -89,8 +88,9 @@ class System:
 
     @cached_property
     def positions(self) -> PositionStore:
+        app = self.app
         with ddl_lock(self.env):
-            return retry_schema_race(lambda: position_store_for(self.app))
+            return retry_schema_race(lambda: position_store_for(app))
 
     # -- the long-running processes (broker transport and LLM providers) ---------------
     # Built in ``infrastructure.messaging.processes`` from this system; imported lazily so
