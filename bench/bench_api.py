@@ -49,7 +49,7 @@ def fill_read_models(store: Path, batches: int) -> list[str]:
         with rm.write_transaction() as c:
             c.executemany(
                 f"INSERT INTO {summary} (batch_id, external_ref, status, essays, anchors, budget, "
-                "comparisons_requested, comparisons_completed, comparisons_failed, waves, "
+                "comparisons_requested, successes, failures, waves, "
                 "decisions, created_at, updated_at) "
                 "VALUES (?, ?, 'scored', ?, 0, 120, 120, 120, 0, 5, 5, ?, ?)",
                 [(b, f"bench-{i}", ESSAYS, now, now) for i, b in enumerate(ids)],

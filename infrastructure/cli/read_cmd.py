@@ -59,7 +59,7 @@ def list_batches(
         print(json.dumps(rows, indent=2))
         return
     table = Table(title="batches")
-    columns = ("batch_id", "external_ref", "status", "mode", "essays", "comparisons_completed")
+    columns = ("batch_id", "external_ref", "status", "mode", "essays", "successes")
     for column in columns:
         table.add_column(column, overflow="fold")
     for row in rows:
