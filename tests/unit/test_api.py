@@ -280,3 +280,21 @@ def test_readyz_fails_when_the_read_models_lag_too_far(store_env: dict[str, str]
         with client_for(system) as client:
             response = client.get("/readyz")
             assert response.status_code == 503 and "lag" in response.json()["detail"]
+
+
+def test_erasing_an_essay_needs_the_write_token_and_names_an_unknown_essay(
+    client: TestClient,
+) -> None:
+    accepted = client.post("/batches", json={"essays": essays(4)}, headers=WRITE)
+    batch_id = accepted.json()["batch_id"]
+    path = f"/batches/{batch_id}/essays/e1/erase"
+    assert client.post(path, json={"reason": "parent asked"}).status_code == 401
+    assert client.post(path, json={"reason": ""}, headers=WRITE).status_code == 422
+    erased = client.post(path, json={"reason": "parent asked"}, headers=WRITE)
+    assert erased.status_code == 200 and erased.json()["essay_ref"]
+    events = client.get(f"/batches/{batch_id}/events").json()["items"]
+    assert events[-1]["type"] == "EssayErased"
+    unknown = client.post(
+        f"/batches/{batch_id}/essays/nobody/erase", json={"reason": "x"}, headers=WRITE
+    )
+    assert unknown.status_code == 404

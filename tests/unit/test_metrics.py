@@ -53,7 +53,9 @@ def test_recorded_outcomes_decisions_waves_and_finalizations_are_counted_by_mode
         for g in ("coverage", "resampling")
     )
     assert counted == len(waves)
-    assert sample(registry, "cj_batches_finalized_total", batching_mode=mode, status="scored") == 1
+    (finalized,) = [e for e in events if type(e).__name__ == "Finalized"]
+    status = finalized.status.value
+    assert sample(registry, "cj_batches_finalized_total", batching_mode=mode, status=status) == 1
 
 
 def test_the_metrics_port_serves_metrics_and_health() -> None:

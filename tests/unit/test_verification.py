@@ -88,9 +88,10 @@ def test_what_if_lists_the_batches_a_stricter_stability_threshold_changes(
     app = BatchApplication(
         env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)}
     )
-    policy400 = BatchPolicy(max_pairs_cap=400)
-    stable = run_batch(app, n=6, seed=2, ref="x6-2", policy=policy400)
-    exhausted = run_batch(app, n=6, seed=1, ref="asks-everything", policy=policy400)
+    stable = run_batch(app, n=24, seed=2, ref="y24-2", policy=BatchPolicy(max_pairs_cap=300))
+    exhausted = run_batch(
+        app, n=6, seed=1, ref="asks-everything", policy=BatchPolicy(max_pairs_cap=400)
+    )
     stable_events, exhausted_events = app.batch_events(stable), app.batch_events(exhausted)
     app.close()
     last = [e for e in stable_events if type(e).__name__ == "ContinuationDecided"][-1]
