@@ -80,7 +80,7 @@ class System:
     @cached_property
     def read_models(self) -> ReadModels:
         self.runner()  # the tables and views exist before anything reads them
-        return ReadModels(self.read_model_store, head=self.head)
+        return ReadModels(self.read_model_store, head=self.head, external_ids=self.app.external_ids)
 
     def head(self) -> int:
         """The last notification id of the log."""

@@ -127,7 +127,7 @@ def ranking_chart(rankings: list[dict[str, Any]]) -> str:
         end = x(r["score"])
         parts.append(
             f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">'
-            f"{r['rank']}. {escape(str(r['essay_id']))}</text>"
+            f"{r['rank']}. {escape(_shown(r))}</text>"
         )
         parts.append(
             f'<rect class="bar" data-essay="{escape(str(r["essay_id"]))}" x="{base:.1f}" '
@@ -147,6 +147,17 @@ def ranking_chart(rankings: list[dict[str, Any]]) -> str:
     return "".join(parts)
 
 
+def _shown(row: dict[str, Any]) -> str:
+    """The school's id of the essay when the read models resolved it, else its ref."""
+    return str(row.get("external_id") or row["essay_id"])
+
+
+def _is_misfit(row: dict[str, Any], fits: dict[str, float]) -> bool:
+    if row.get("misfit") is not None:
+        return bool(row["misfit"])
+    return fits.get(row["essay_id"], 0.0) > MISFIT_OUTFIT
+
+
 def _fmt(value: Any, spec: str = "") -> str:
     if value is None:
         return "–"
@@ -155,14 +166,18 @@ def _fmt(value: Any, spec: str = "") -> str:
 
 def render_report(data: ReportData) -> str:
     s = data.summary
-    fits = outfit(data.rankings, data.comparisons)
+    stored = {r["essay_id"]: r.get("outfit") for r in data.rankings}
+    if any(value is not None for value in stored.values()):  # figures from Finalized
+        fits = {essay: value for essay, value in stored.items() if value is not None}
+    else:
+        fits = outfit(data.rankings, data.comparisons)
     quality = s.get("quality") if isinstance(s.get("quality"), dict) else None
     rows = "".join(
         "<tr>"
-        f"<td>{r['rank']}</td><td>{escape(str(r['essay_id']))}</td>"
+        f"<td>{r['rank']}</td><td>{escape(_shown(r))}</td>"
         f"<td>{r['score']:+.3f}</td><td>{r['se']:.3f}</td><td>{r['comparisons']}</td>"
         f"<td>{_fmt(fits.get(r['essay_id']), '.2f')}</td>"
-        f"<td>{'misfit' if fits.get(r['essay_id'], 0.0) > MISFIT_OUTFIT else ''}</td>"
+        f"<td>{'misfit' if _is_misfit(r, fits) else ''}</td>"
         "</tr>"
         for r in data.rankings
     )
