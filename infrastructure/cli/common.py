@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -15,6 +15,7 @@ from infrastructure.cli.app import fail
 # must not pay for numpy, networkx, psycopg or pydantic (see tests/unit/test_cli_startup.py).
 if TYPE_CHECKING:
     from rich.console import Console
+    from rich.progress import Progress
 
     from application.batches import BatchApplication
     from infrastructure.bootstrap import System
@@ -84,3 +85,23 @@ def make_console() -> Console:
 
     console = Console()
     return console if console.is_terminal else Console(width=160)
+
+
+def progress_bar(console: Console, **options: Any) -> Progress:
+    """The progress bar long operator commands show: what, bar, done/total, elapsed."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        **options,
+    )

@@ -17,7 +17,13 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from infrastructure.cli.app import PLAIN_HELP, app, fail
-from infrastructure.cli.common import StoreOption, database_url, make_console, open_system
+from infrastructure.cli.common import (
+    StoreOption,
+    database_url,
+    make_console,
+    open_system,
+    progress_bar,
+)
 
 if TYPE_CHECKING:
     from infrastructure.bootstrap import System
@@ -144,14 +150,6 @@ def rebuild(
     store: StoreOption = None,
 ) -> None:
     """Replay the log into a fresh copy beside the live view, then switch to it."""
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from infrastructure.logging import configure_logging
     from projections.catalogue import PROJECTIONS
     from projections.runner import RebuildInProgress
@@ -163,13 +161,7 @@ def rebuild(
     console = make_console()
     with _open_store(store) as system:
         runner = _runner(system, names)
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with progress_bar(console) as progress:
             for projection in names:
                 task = progress.add_task(f"rebuild {projection}", total=runner.head() or 1)
 

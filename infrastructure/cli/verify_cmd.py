@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from infrastructure.cli.app import batches_app, fail
-from infrastructure.cli.common import StoreOption, make_console, open_system
+from infrastructure.cli.common import StoreOption, make_console, open_system, progress_bar
 
 # Heavy modules are imported inside the command: ``cjledger --help`` stays fast.
 if TYPE_CHECKING:
@@ -50,14 +50,6 @@ def verify(
     With --policy FILE, list instead the batches another policy would have stopped
     earlier, later or with another outcome.
     """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-    )
-
     from application.batches import BatchNotFound
     from application.verification import batch_ids, verify_batch, what_if
     from infrastructure.batch_views import batch_id_for
@@ -73,15 +65,7 @@ def verify(
     with open_system(store) as system:
         app = system.app
         ids = batch_ids(app) if all_batches else [batch_id_for(batch or "")]
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=True,
-            disable=as_json,
-        ) as progress:
+        with progress_bar(console, transient=True, disable=as_json) as progress:
             task = progress.add_task("verify" if overrides is None else "what-if", total=len(ids))
             for batch_id in ids:
                 try:
