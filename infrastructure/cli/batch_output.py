@@ -184,4 +184,7 @@ def render_batch(
         )
     status = report.status + (f" ({report.failure_reason})" if report.failure_reason else "")
     console.print(f"[bold]Final status: {status}[/bold]")
-    console.print(f"Audit it: cjledger batches history {report.batch_id} --store {store}")
+    console.print(f"Audit it: cjledger batches decisions {report.batch_id} --store {store}")
+    console.print(f"   events: cjledger batches history {report.batch_id} --store {store} --json")
+    console.print(f"   verify: cjledger batches verify {report.batch_id} --store {store}")
+    console.print(f"   serve it: cjledger api --store {store}")

@@ -121,3 +121,24 @@ def test_what_if_lists_the_batches_a_stricter_stability_threshold_changes(
 def test_verify_needs_one_batch_or_all(capsys: pytest.CaptureFixture[str]) -> None:
     code, _, err = run_cli(capsys, "batches", "verify")
     assert code == 2 and "name one batch or pass --all" in err
+
+
+def test_the_audit_hints_printed_by_demo_work_as_printed(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import shlex
+
+    code, out, err = run_cli(capsys, "demo", "--store", str(tmp_path / "d.db"), "--essays", "6")
+    assert code == 0, err
+    hints = [
+        line.split(": ", 1)[1]
+        for line in out.splitlines()
+        if line.strip().startswith(("Audit it:", "events:", "verify:"))
+    ]
+    assert len(hints) == 3
+    for hint in hints:
+        argv = shlex.split(hint)
+        assert argv[0] == "cjledger"
+        code, printed, err = run_cli(capsys, *argv[1:])
+        assert code == 0, f"{hint}: {err}"
+        assert printed.strip()
