@@ -35,12 +35,15 @@ def usage(comparisons: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def rankings_as_csv(rows: list[dict[str, Any]]) -> str:
+    """Rank, the school's essay id (the ref when unknown or erased), score, SE,
+    comparisons, and the essay's ref."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     columns = ["rank", "essay_id", "score", "se", "comparisons"]
-    writer.writerow(columns)
+    writer.writerow([*columns, "essay_ref"])
     for row in rows:
-        writer.writerow([row[c] for c in columns])
+        shown = {**row, "essay_id": row.get("external_id") or row["essay_id"]}
+        writer.writerow([*(shown[c] for c in columns), row["essay_id"]])
     return out.getvalue()
 
 

@@ -121,7 +121,8 @@ def rankings(
         table.add_column(column, justify="left" if column == "essay" else "right")
     for r in rows:
         table.add_row(
-            str(r["rank"]), r["essay_id"], f"{r['score']:+.3f}", f"{r['se']:.3f}",
+            str(r["rank"]), r.get("external_id") or r["essay_id"], f"{r['score']:+.3f}",
+            f"{r['se']:.3f}",
             str(r["comparisons"]),
         )  # fmt: skip
     make_console().print(table)

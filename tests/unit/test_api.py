@@ -109,7 +109,10 @@ def test_one_batch_its_rankings_csv_comparisons_and_decisions(
     rankings = client.get(f"/batches/{bid}/rankings").json()
     assert [r["rank"] for r in rankings["items"]] == list(range(1, 7))
     table = list(csv.DictReader(io.StringIO(client.get(f"/batches/{bid}/rankings.csv").text)))
-    assert [r["essay_id"] for r in table] == [r["essay_id"] for r in rankings["items"]]
+    assert [r["essay_ref"] for r in table] == [r["essay_id"] for r in rankings["items"]]
+    assert [r["essay_id"] for r in table] == [
+        r.get("external_id") or r["essay_id"] for r in rankings["items"]
+    ]
 
     page = client.get(f"/batches/{bid}/comparisons", params={"limit": 5}).json()
     assert len(page["items"]) == 5 and page["next_cursor"]
