@@ -34,6 +34,27 @@ def usage(comparisons: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
+def stored_quality(summary: dict[str, Any]) -> dict[str, Any] | None:
+    """The quality figures recorded at finalization (policy version 2 on), from the
+    summary's columns; ``None`` for a batch finalized without them (or not yet)."""
+    if summary.get("quality_flags") is None:
+        return None
+    flags = summary["quality_flags"]
+    return {
+        "ssr": summary.get("reliability"),
+        "split_half": summary.get("split_half"),
+        "position_bias": {
+            "first_shown_win_rate": summary.get("first_shown_win_rate"),
+            "ci_low": summary.get("position_bias_ci_low"),
+            "ci_high": summary.get("position_bias_ci_high"),
+        },
+        "mean_se": summary.get("mean_se"),
+        "max_se": summary.get("max_se"),
+        "never_compared": summary.get("never_compared"),
+        "flags": [f for f in flags.split(",") if f],
+    }
+
+
 def rankings_as_csv(rows: list[dict[str, Any]]) -> str:
     """Rank, the school's essay id (the ref when unknown or erased), score, SE,
     comparisons, and the essay's ref."""
@@ -56,4 +77,5 @@ def report_data(system: System, batch_id: str, summary: dict[str, Any]) -> Repor
         decisions=models.decisions(batch_id),
         usage=usage(comparisons),
         comparisons=comparisons,
+        quality=stored_quality(summary),
     )

@@ -1,11 +1,13 @@
 """The teacher report: one self-contained HTML page per batch.
 
 No external assets, no scripts, no front-end build: the ranking chart is SVG drawn here
-(one bar per essay from the lowest score, with its ±1 SE whisker), followed by a table
+(one bar per essay from 0 to its score, left of the zero line when the score is
+negative, with its ±1 SE whisker), followed by a table
 of essays, the quality figures, usage and cost, and the decision timeline in plain
-words. Everything shown comes from the read models; quality figures stored at
-finalization are shown when the batch has them, otherwise the report computes each
-essay's outfit (mean squared standardised residual of its judgements) from the
+words. Everything shown comes from the read models; the quality figures stored at
+finalization (SSR, split-half, position bias, SEs, never compared, flags, and each
+essay's infit, outfit and misfit flag) are shown when the batch has them, otherwise the
+report computes each essay's outfit (mean squared standardised residual of its judgements) from the
 comparisons and flags essays above ``MISFIT_OUTFIT``.
 """
 
@@ -15,6 +17,8 @@ import math
 from dataclasses import dataclass, field
 from html import escape
 from typing import Any
+
+from domain.quality import FLAGS
 
 MISFIT_OUTFIT = 2.0
 
@@ -38,6 +42,8 @@ class ReportData:
     decisions: list[dict[str, Any]]
     usage: dict[str, Any]
     comparisons: list[dict[str, Any]] = field(default_factory=list)
+    quality: dict[str, Any] | None = None
+    """Figures recorded at finalization (``batch_views.stored_quality``), if any."""
 
 
 def outfit(rankings: list[dict[str, Any]], comparisons: list[dict[str, Any]]) -> dict[str, float]:
@@ -103,7 +109,9 @@ def _next_wave(submitted: list[int], index: int) -> int | None:
 
 
 def ranking_chart(rankings: list[dict[str, Any]]) -> str:
-    """Horizontal bars, best first, from the lowest score; whiskers show ±1 SE."""
+    """Horizontal bars, best first, each drawn from 0 to the essay's score (a negative
+    score extends left of the zero line); whiskers show ±1 SE. The axis spans every
+    whisker and 0, so a bar's length is the score itself, never score minus the lowest."""
     if not rankings:
         return "<p>No scores yet: the batch is not finalized.</p>"
     row, left, width = 22, 150, 520
@@ -116,32 +124,36 @@ def ranking_chart(rankings: list[dict[str, Any]]) -> str:
         return left + (value - lo) / span * width
 
     height = row * len(rankings) + 30
+    zero = x(0.0)
     parts = [
         f'<svg xmlns="http://www.w3.org/2000/svg" role="img" width="{left + width + 20}" '
         f'height="{height}" aria-label="Scores with standard errors">',
-        f'<line x1="{x(0):.1f}" y1="0" x2="{x(0):.1f}" y2="{height - 20}" class="axis"/>',
     ]
-    base = x(lo)
     for i, r in enumerate(rankings):
         y = i * row + 4
         end = x(r["score"])
+        start = min(zero, end)
+        sign = "negative" if r["score"] < 0 else "positive"
         parts.append(
             f'<text x="{left - 8}" y="{y + 13}" text-anchor="end">'
             f"{r['rank']}. {escape(_shown(r))}</text>"
         )
         parts.append(
-            f'<rect class="bar" data-essay="{escape(str(r["essay_id"]))}" x="{base:.1f}" '
-            f'y="{y}" width="{max(end - base, 1.0):.1f}" height="{row - 8}"/>'
+            f'<rect class="bar" data-essay="{escape(str(r["essay_id"]))}" data-sign="{sign}" '
+            f'x="{start:.1f}" y="{y}" width="{max(abs(end - zero), 1.0):.1f}" '
+            f'height="{row - 8}"><title>{escape(_shown(r))}: {r["score"]:+.3f} '
+            f"± {r['se']:.3f}</title></rect>"
         )
         cy = y + (row - 8) / 2
         parts.append(
             f'<line class="se" x1="{x(r["score"] - r["se"]):.1f}" y1="{cy:.1f}" '
             f'x2="{x(r["score"] + r["se"]):.1f}" y2="{cy:.1f}"/>'
         )
-    parts.append(
+    parts.append(  # drawn after the bars so the zero line stays visible across them
+        f'<line x1="{zero:.1f}" y1="0" x2="{zero:.1f}" y2="{height - 20}" class="axis"/>'
         f'<text x="{left}" y="{height - 5}">{lo:+.2f}</text>'
         f'<text x="{left + width}" y="{height - 5}" text-anchor="end">{hi:+.2f}</text>'
-        f'<text x="{x(0):.1f}" y="{height - 5}" text-anchor="middle">0</text>'
+        f'<text x="{zero:.1f}" y="{height - 5}" text-anchor="middle">0</text>'
     )
     parts.append("</svg>")
     return "".join(parts)
@@ -164,6 +176,33 @@ def _fmt(value: Any, spec: str = "") -> str:
     return escape(format(value, spec) if spec else str(value))
 
 
+def _stored_quality_rows(quality: dict[str, Any], misfits: int) -> str:
+    """The figures recorded at finalization, one table row each."""
+    bias = quality.get("position_bias") or {}
+    rate = bias.get("first_shown_win_rate")
+    interval = (
+        f" (95 % interval {bias['ci_low']:.3f}–{bias['ci_high']:.3f})"
+        if bias.get("ci_low") is not None and bias.get("ci_high") is not None
+        else ""
+    )
+    flags = quality.get("flags") or []
+    shown_flags = (
+        "<br>".join(f"{escape(f)}: {escape(FLAGS.get(f, f.replace('_', ' ')))}" for f in flags)
+        or "none"
+    )
+    figures = [
+        ("reliability (SSR)", _fmt(quality.get("ssr"), ".3f")),
+        ("split-half reliability", _fmt(quality.get("split_half"), ".3f")),
+        ("position bias (share won by the essay shown first)", _fmt(rate, ".3f") + interval),
+        ("mean SE", _fmt(quality.get("mean_se"), ".3f")),
+        ("max SE", _fmt(quality.get("max_se"), ".3f")),
+        ("essays never compared", _fmt(quality.get("never_compared"))),
+        ("essays flagged as misfits", str(misfits)),
+        ("flags", shown_flags),
+    ]
+    return "".join(f"<tr><th>{name}</th><td>{value}</td></tr>" for name, value in figures)
+
+
 def render_report(data: ReportData) -> str:
     s = data.summary
     stored = {r["essay_id"]: r.get("outfit") for r in data.rankings}
@@ -171,25 +210,26 @@ def render_report(data: ReportData) -> str:
         fits = {essay: value for essay, value in stored.items() if value is not None}
     else:
         fits = outfit(data.rankings, data.comparisons)
-    quality = s.get("quality") if isinstance(s.get("quality"), dict) else None
     rows = "".join(
         "<tr>"
         f"<td>{r['rank']}</td><td>{escape(_shown(r))}</td>"
         f"<td>{r['score']:+.3f}</td><td>{r['se']:.3f}</td><td>{r['comparisons']}</td>"
+        f"<td>{_fmt(r.get('infit'), '.2f')}</td>"
         f"<td>{_fmt(fits.get(r['essay_id']), '.2f')}</td>"
         f"<td>{'misfit' if _is_misfit(r, fits) else ''}</td>"
         "</tr>"
         for r in data.rankings
     )
     timeline = "".join(f"<li>{escape(line)}</li>" for line in timeline_sentences(data.decisions))
+    misfits = sum(1 for r in data.rankings if _is_misfit(r, fits))
     quality_rows = (
-        "".join(f"<tr><th>{escape(str(k))}</th><td>{_fmt(v)}</td></tr>" for k, v in quality.items())
-        if quality
+        _stored_quality_rows(data.quality, misfits)
+        if data.quality
         else (
             "<tr><th>reliability (SSR)</th>"
             f"<td>{_fmt(s.get('reliability'), '.3f')}</td></tr>"
-            f"<tr><th>essays flagged as misfits (outfit &gt; {MISFIT_OUTFIT})</th>"
-            f"<td>{sum(1 for v in fits.values() if v > MISFIT_OUTFIT)}</td></tr>"
+            f"<tr><th>essays flagged as misfits (outfit &gt; {MISFIT_OUTFIT}, computed "
+            f"here: no figures were recorded at finalization)</th><td>{misfits}</td></tr>"
         )
     )
     u = data.usage
@@ -204,7 +244,7 @@ body{{font-family:system-ui,sans-serif;margin:2rem;max-width:60rem;color:#222}}
 table{{border-collapse:collapse;margin:1rem 0}}
 td,th{{border-bottom:1px solid #ddd;padding:.25rem .6rem;text-align:left}}
 svg text{{font-size:12px}} .bar{{fill:#4a7bb7}} .se{{stroke:#222;stroke-width:2}}
-.axis{{stroke:#999}}
+.bar[data-sign=negative]{{fill:#c0703a}} .axis{{stroke:#555}}
 </style></head><body>
 <h1>Ranking report</h1>
 <table>
@@ -219,7 +259,7 @@ svg text{{font-size:12px}} .bar{{fill:#4a7bb7}} .se{{stroke:#222;stroke-width:2}
 <h2>Scores</h2>
 {ranking_chart(data.rankings)}
 <table><thead><tr><th>rank</th><th>essay</th><th>score</th><th>SE</th><th>comparisons</th>
-<th>outfit</th><th>flag</th></tr></thead><tbody>{rows}</tbody></table>
+<th>infit</th><th>outfit</th><th>flag</th></tr></thead><tbody>{rows}</tbody></table>
 <h2>Quality</h2><table>{quality_rows}</table>
 <h2>Usage and cost</h2><table>
 <tr><th>comparisons asked</th><td>{u["comparisons"]}</td></tr>
