@@ -146,6 +146,12 @@ class Settings(BaseSettings):
     api_ready_max_lag: int = Field(
         default=1000, ge=0, description="/readyz fails when the read models lag more than this"
     )
+    api_head_cache_seconds: float = Field(
+        default=0.5,
+        ge=0,
+        description="API reads reuse the log's head for this long: the lag they report "
+        "may miss events appended within it (0: ask the log on every read)",
+    )
     api_follow: bool = Field(
         default=True, description="the API process keeps the read models caught up itself"
     )

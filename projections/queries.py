@@ -11,11 +11,12 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.store import ReadModelStoreMixin, view_name
+from projections.store import GENERATIONS_TABLE, ReadModelStoreMixin, view_name
 
 
 class BadCursor(ValueError):
@@ -82,6 +83,7 @@ class ReadModels:
         self.store = store
         self._head = head
         self._external_ids = external_ids
+        self._last_head: tuple[float, int] | None = None  # (monotonic time, head)
 
     def _with_external_ids(
         self, batch_id: str, rows: list[dict[str, Any]], columns: dict[str, str]
@@ -103,13 +105,40 @@ class ReadModels:
 
     # ------------------------------------------------------------------ freshness
 
-    def freshness(self, *projections: str) -> Freshness:
-        """The least caught-up of ``projections`` (all read models when none named)."""
+    def freshness(self, *projections: str, max_age: float = 0.0) -> Freshness:
+        """The least caught-up of ``projections`` (all read models when none named).
+
+        ``max_age`` (seconds): the log's head may be one read at most that long ago, so a
+        busy reader does not ask the log on every request; ``lag`` may then miss the
+        events appended within that interval (never more)."""
         positions = self.store.live_positions()
         wanted = [positions.get(p, 0) for p in projections] if projections else positions.values()
-        position = min(wanted, default=0)
-        head = self._head() if self._head is not None else position
-        return Freshness(position, head)
+        return self._freshness(min(wanted, default=0), max_age)
+
+    def _freshness(self, position: int, max_age: float) -> Freshness:
+        return Freshness(position, max(position, self._log_head(max_age, position)))
+
+    def _log_head(self, max_age: float, default: int) -> int:
+        if self._head is None:
+            return default
+        now = time.monotonic()
+        last = self._last_head
+        if max_age > 0 and last is not None and now - last[0] < max_age:
+            return last[1]
+        head = self._head()
+        self._last_head = (now, head)  # one tuple: a racing thread sees old or new, whole
+        return head
+
+    def _position_sql(self) -> str:
+        """A scalar subquery: the tracked position of the live generation of the read
+        model named by its one parameter (0 before anything was applied)."""
+        generations = self.store.qualify(GENERATIONS_TABLE)
+        return (
+            f"SELECT COALESCE(MAX(t.notification_id), 0) FROM {generations} g "
+            f"LEFT JOIN {self.store.qualify(self.store.tracking_table)} t "
+            "ON t.application_name = g.projection || '@g' || CAST(g.generation AS TEXT) "
+            "WHERE g.projection = ?"
+        )
 
     # ------------------------------------------------------------------ batches
 
@@ -170,6 +199,26 @@ class ReadModels:
             "rankings", "WHERE batch_id = ?", (batch_id,), "ORDER BY rank, essay_id"
         )
         return self._with_external_ids(batch_id, rows, {"essay_id": "external_id"})
+
+    def rankings_and_freshness(
+        self, batch_id: str, max_age: float = 0.0
+    ) -> tuple[list[dict[str, Any]], Freshness]:
+        """``rankings`` and the rankings read model's freshness, the rows and the tracked
+        position read by one statement (the hot read of the API); ``max_age`` as in
+        ``freshness``."""
+        view = self.store.qualify(view_name("rankings"))
+        rows = self.store.select(
+            f"SELECT p.tracked_position AS tracked_position, r.* "
+            f"FROM (SELECT ({self._position_sql()}) AS tracked_position) p "
+            f"LEFT JOIN {view} r ON r.batch_id = ? ORDER BY r.rank, r.essay_id",
+            ("rankings", batch_id),
+        )
+        position = int(rows[0]["tracked_position"] or 0) if rows else 0
+        for row in rows:
+            del row["tracked_position"]
+        items = [r for r in rows if r["batch_id"] is not None]  # None: the one empty row
+        ranked = self._with_external_ids(batch_id, items, {"essay_id": "external_id"})
+        return ranked, self._freshness(position, max_age)
 
     def comparisons(self, batch_id: str) -> list[dict[str, Any]]:
         rows = self._select(

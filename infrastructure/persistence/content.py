@@ -164,13 +164,17 @@ class SqlContentStore:
         return {row["essay_ref"]: row["text"] for row in rows}
 
     def external_ids(self, batch_id: str) -> dict[str, str] | None:
-        if self.batch_texts(batch_id) is None:
-            return None
+        """One query (every read of rankings or comparisons makes it): no row means the
+        batch has no content; a row without a ref, content but no essay left."""
         rows = self._select(
-            "SELECT essay_ref, external_id FROM {cjledger_content_essays} WHERE batch_id = ?",
+            "SELECT e.essay_ref AS essay_ref, e.external_id AS external_id "
+            "FROM {cjledger_content_batches} b LEFT JOIN {cjledger_content_essays} e "
+            "ON e.batch_id = b.batch_id WHERE b.batch_id = ?",
             (batch_id,),
         )
-        return {row["essay_ref"]: row["external_id"] for row in rows}
+        if not rows:
+            return None
+        return {r["essay_ref"]: r["external_id"] for r in rows if r["essay_ref"] is not None}
 
     def answers(self, batch_id: str) -> dict[str, StoredAnswer]:
         rows = self._select(
