@@ -10,6 +10,15 @@ final status, scores, standard errors, ranks and reliability (scores re-fitted).
 difference is a ``Divergence``. The fold then continues with the *recorded* events, so
 one divergence is reported where it happened and does not cascade.
 
+Each recorded consequence carries the version of the algorithm that produced it
+(``domain.algorithms``). A difference in an event stamped with another version than the
+current one — including ``UNSTAMPED`` events from before stamping — is classified
+``algorithm_changed``, not ``divergence``: the algorithm was changed on purpose, so
+a different answer is expected. Differences that follow such an event in the same step
+(a wave after a decision that now comes out otherwise) are its consequences and are
+classified the same way. Only ``divergence`` means the log disagrees with the code that
+claims to have written it.
+
 With another policy (``what_if``), the first decision point where the other policy
 decides differently is reported per batch: it would have stopped earlier, later, or
 with another outcome.
@@ -27,6 +36,11 @@ from typing import Any
 from uuid import UUID
 
 from domain import workflow
+from domain.algorithms import (
+    DECISION_ALGORITHM_VERSION,
+    PAIRING_ALGORITHM_VERSION,
+    SCORING_ALGORITHM_VERSION,
+)
 from domain.batch import CJBatch
 from domain.continuation import DecisionKind
 from domain.policy import BatchPolicy
@@ -34,7 +48,20 @@ from domain.values import GenerationMode
 
 FLOAT_TOLERANCE = 1e-9
 CONSEQUENCES = (CJBatch.ContinuationDecided, CJBatch.ComparisonsRequested, CJBatch.Finalized)
-_IGNORED_FIELDS = {"originator_id", "originator_version", "timestamp", "originator_topic"}
+_IGNORED_FIELDS = {
+    "originator_id",
+    "originator_version",
+    "timestamp",
+    "originator_topic",
+    "algorithm_version",  # compared by classification, not as a field
+}
+DIVERGENCE = "divergence"
+ALGORITHM_CHANGED = "algorithm_changed"
+CURRENT_ALGORITHM_VERSION: dict[type[Any], int] = {
+    CJBatch.ComparisonsRequested: PAIRING_ALGORITHM_VERSION,
+    CJBatch.ContinuationDecided: DECISION_ALGORITHM_VERSION,
+    CJBatch.Finalized: SCORING_ALGORITHM_VERSION,
+}
 _TIMES = {"requested_at", "deadline_at"}  # taken from the clock, not derived
 
 
@@ -46,6 +73,11 @@ class Divergence:
     field: str
     recorded: Any
     derived: Any
+    classification: str = DIVERGENCE
+    """``divergence`` (the log disagrees with the algorithm that wrote it: exit 1) or
+    ``algorithm_changed`` (written by another algorithm version than today's)."""
+    recorded_algorithm: int | None = None
+    current_algorithm: int | None = None
 
 
 @dataclass(frozen=True)
@@ -99,28 +131,43 @@ def _recorded_now(recorded: list[Any], trigger: Any) -> datetime:
 
 
 def verify_batch(events: Sequence[Any]) -> list[Divergence]:
-    """Every difference between what was recorded and what the workflow derives."""
+    """Every difference between what was recorded and what the workflow derives,
+    classified ``divergence`` or ``algorithm_changed``."""
     divergences: list[Divergence] = []
     batch_id = str(events[0].originator_id)
     for index, batch, recorded in fold(events):
         derived = _derive(batch, events[index], recorded)
         version = events[index].originator_version
+        changed_before: tuple[int, int] | None = None  # stamps of an earlier changed event
         for position in range(max(len(recorded), len(derived))):
             mine = recorded[position] if position < len(recorded) else None
             theirs = derived[position] if position < len(derived) else None
             at = mine.originator_version if mine is not None else version + position + 1
+            stamps = _stamps(mine) or changed_before
             if mine is None or theirs is None or type(mine) is not type(theirs):
+                found = [
+                    (_name(mine or theirs), "event", _name(mine), _name(theirs)),
+                ]
+            else:
+                found = [(_name(mine), f, a, b) for f, a, b in _differences(mine, theirs)]
+            for event_name, field, a, b in found:
+                if stamps is None:
+                    divergences.append(Divergence(batch_id, at, event_name, field, a, b))
+                    continue
+                changed_before = stamps
                 divergences.append(
-                    Divergence(
-                        batch_id, at, _name(mine or theirs), "event", _name(mine), _name(theirs)
-                    )
+                    Divergence(batch_id, at, event_name, field, a, b, ALGORITHM_CHANGED, *stamps)
                 )
-                continue
-            divergences.extend(
-                Divergence(batch_id, at, _name(mine), field, a, b)
-                for field, a, b in _differences(mine, theirs)
-            )
     return divergences
+
+
+def _stamps(recorded: Any) -> tuple[int, int] | None:
+    """``(recorded, current)`` algorithm versions when ``recorded`` was made by another
+    algorithm version than today's; ``None`` when they agree (or there is no event)."""
+    current = CURRENT_ALGORITHM_VERSION.get(type(recorded))
+    if current is None or recorded.algorithm_version == current:
+        return None
+    return recorded.algorithm_version, current
 
 
 def _name(event: Any) -> str:
@@ -216,6 +263,8 @@ def batch_ids(app: Any) -> list[UUID]:
 
 
 __all__ = [
+    "ALGORITHM_CHANGED",
+    "DIVERGENCE",
     "Divergence",
     "GenerationMode",
     "WhatIf",

@@ -16,6 +16,12 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
+from domain.algorithms import (
+    DECISION_ALGORITHM_VERSION,
+    PAIRING_ALGORITHM_VERSION,
+    SCORING_ALGORITHM_VERSION,
+    UNSTAMPED,
+)
 from domain.continuation import ContinuationContext, DecisionKind, GuardedDecision
 from domain.pairing import PairRecord, PairStatus
 from domain.policy import BatchPolicy, as_recorded
@@ -122,7 +128,10 @@ class CJBatch(Aggregate):
         preferred_bundle_size: int
 
     class ComparisonsRequested(Aggregate.Event):
-        class_version = 1
+        """Version 2 stamps ``algorithm_version`` (the pairing algorithm's, see
+        ``domain.algorithms``); version 1 events read as ``UNSTAMPED``."""
+
+        class_version = 2
         wave_number: int
         generation_mode: GenerationMode
         pairs: tuple[Pair, ...]
@@ -132,6 +141,11 @@ class CJBatch(Aggregate):
         model: str
         requested_at: datetime
         deadline_at: datetime
+        algorithm_version: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["algorithm_version"] = UNSTAMPED
 
     class ComparisonCompleted(Aggregate.Event):
         """Version 2 keeps the judge's prose out of the log: the outcome's justification
@@ -157,7 +171,10 @@ class CJBatch(Aggregate):
         erased_at: datetime
 
     class ContinuationDecided(Aggregate.Event):
-        class_version = 1
+        """Version 2 stamps ``algorithm_version`` (the decision algorithm's, see
+        ``domain.algorithms``); version 1 events read as ``UNSTAMPED``."""
+
+        class_version = 2
         decision: DecisionKind
         reason: str
         context: ContinuationContext
@@ -165,20 +182,33 @@ class CJBatch(Aggregate):
         raw_reason: str
         guard: str | None
         policy_version: int
+        algorithm_version: int
+
+        @staticmethod
+        def upcast_v1_v2(state: dict[str, Any]) -> None:
+            state["algorithm_version"] = UNSTAMPED
 
     class Finalized(Aggregate.Event):
-        class_version = 2
+        """Version 3 stamps ``algorithm_version`` (the scoring algorithm's, see
+        ``domain.algorithms``); earlier events read as ``UNSTAMPED``."""
+
+        class_version = 3
         status: FinalStatus
         scores: tuple[EssayScore, ...]
         reliability: float | None
         failure_reason: str | None
         failure_details: str | None
         quality: BatchQuality | None
+        algorithm_version: int
 
         @staticmethod
         def upcast_v1_v2(state: dict[str, Any]) -> None:
             """v1 recorded no quality figures."""
             state["quality"] = None
+
+        @staticmethod
+        def upcast_v2_v3(state: dict[str, Any]) -> None:
+            state["algorithm_version"] = UNSTAMPED
 
     # ------------------------------------------------------------------ registration
 
@@ -310,6 +340,7 @@ class CJBatch(Aggregate):
             model=self.model,
             requested_at=now,
             deadline_at=now + timedelta(seconds=self.policy.deadline_seconds_for(self.mode)),
+            algorithm_version=PAIRING_ALGORITHM_VERSION,
         )
 
     def check_outcome(self, outcome: ComparisonOutcome) -> bool:
@@ -369,6 +400,7 @@ class CJBatch(Aggregate):
             raw_reason=decision.raw.reason.value,
             guard=None if decision.guard is None else decision.guard.value,
             policy_version=self.policy.policy_version,
+            algorithm_version=DECISION_ALGORITHM_VERSION,
         )
 
     def finalize(
@@ -389,6 +421,7 @@ class CJBatch(Aggregate):
             failure_reason=failure_reason,
             failure_details=failure_details,
             quality=quality,
+            algorithm_version=SCORING_ALGORITHM_VERSION,
         )
 
     # ------------------------------------------------------------------ appliers
@@ -411,6 +444,7 @@ class CJBatch(Aggregate):
         model: str,
         requested_at: datetime,
         deadline_at: datetime,
+        algorithm_version: int,
     ) -> None:
         for pair in pairs:
             self.comparisons[pair.comparison_id] = ComparisonRecord(
@@ -455,6 +489,7 @@ class CJBatch(Aggregate):
         raw_reason: str,
         guard: str | None,
         policy_version: int,
+        algorithm_version: int,
     ) -> None:
         self.decision_count += 1
         self.last_decision = decision
@@ -469,6 +504,7 @@ class CJBatch(Aggregate):
         failure_reason: str | None,
         failure_details: str | None,
         quality: BatchQuality | None,
+        algorithm_version: int,
     ) -> None:
         self.phase = BatchPhase.FINALIZED
         self.final_status = status

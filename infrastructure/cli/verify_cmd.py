@@ -47,11 +47,14 @@ def verify(
 ) -> None:
     """Re-derive every decision, wave and finalization; exit 1 on any divergence.
 
+    Differences in events stamped by another algorithm version than today's are listed
+    apart as algorithm changes, with a warning, and alone do not fail (exit 0).
+
     With --policy FILE, list instead the batches another policy would have stopped
     earlier, later or with another outcome.
     """
     from application.batches import BatchNotFound
-    from application.verification import batch_ids, verify_batch, what_if
+    from application.verification import DIVERGENCE, batch_ids, verify_batch, what_if
     from infrastructure.batch_views import batch_id_for
     from infrastructure.logging import configure_logging
 
@@ -82,32 +85,53 @@ def verify(
     if overrides is not None:
         _print_what_if(changes, len(ids), as_json)
         return
-    _print_divergences(divergences, len(ids), as_json)
-    if divergences:
+    real = [d for d in divergences if d.classification == DIVERGENCE]
+    changed = [d for d in divergences if d.classification != DIVERGENCE]
+    _print_divergences(real, changed, len(ids), as_json)
+    if real:
         raise typer.Exit(1)
 
 
-def _print_divergences(divergences: list[Divergence], checked: int, as_json: bool) -> None:
+def _print_divergences(
+    real: list[Divergence], changed: list[Divergence], checked: int, as_json: bool
+) -> None:
     from rich.table import Table
 
     if as_json:
         document = {
             "batches": checked,
-            "divergences": [asdict(d) for d in divergences],
+            "divergences": [asdict(d) for d in real],
+            "algorithm_changed": [asdict(d) for d in changed],
         }
         print(json.dumps(document, indent=2, default=str))
         return
     console = make_console()
-    if divergences:
-        table = Table(title="divergences: recorded vs derived from the log")
-        for column in ("batch", "version", "event", "field", "recorded", "derived"):
+    columns = ("batch", "version", "event", "field", "recorded", "derived")
+    if changed:
+        table = Table(title="algorithm changed: recorded by another algorithm version")
+        for column in (*columns, "algorithm recorded→current"):
             table.add_column(column, overflow="fold")
-        for d in divergences:
+        for d in changed:
+            table.add_row(
+                d.batch_id, str(d.version), d.event, d.field, str(d.recorded), str(d.derived),
+                f"{d.recorded_algorithm}→{d.current_algorithm}",
+            )  # fmt: skip
+        console.print(table)
+    if real:
+        table = Table(title="divergences: recorded vs derived from the log")
+        for column in columns:
+            table.add_column(column, overflow="fold")
+        for d in real:
             table.add_row(
                 d.batch_id, str(d.version), d.event, d.field, str(d.recorded), str(d.derived)
             )
         console.print(table)
-    console.print(f"{checked} batch(es) verified, {len(divergences)} divergence(s)")
+    if changed:
+        console.print(
+            f"warning: {len(changed)} difference(s) in events recorded by another algorithm "
+            "version (a deliberate change of algorithm, not tampering; 0 means unstamped)"
+        )
+    console.print(f"{checked} batch(es) verified, {len(real)} divergence(s)")
 
 
 def _print_what_if(changes: list[WhatIf], checked: int, as_json: bool) -> None:

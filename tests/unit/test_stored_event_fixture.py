@@ -13,6 +13,8 @@ from eventsourcing.persistence import StoredEvent
 
 from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
+from application.verification import ALGORITHM_CHANGED, verify_batch
+from domain.algorithms import UNSTAMPED
 from domain.batch import CJBatch
 from domain.continuation import (
     LEGACY_CONTEXT_FIELDS,
@@ -150,3 +152,22 @@ def test_decisions_recorded_under_policy_1_are_decided_again_identically(
                 event.decision,
                 event.reason,
             )
+
+
+@pytest.mark.parametrize("name", sorted(DOCUMENT["batches"]))
+def test_events_stored_before_algorithm_stamps_read_as_unstamped(
+    loaded: BatchApplication, name: str
+) -> None:
+    """Waves, decisions and finalizations written before stamping load with the
+    ``UNSTAMPED`` algorithm version, and verify never calls their differences tampering."""
+    events = list(loaded.repository.event_store.get(UUID(DOCUMENT["batches"][name])))
+    stamped = [
+        e
+        for e in events
+        if isinstance(
+            e, CJBatch.ComparisonsRequested | CJBatch.ContinuationDecided | CJBatch.Finalized
+        )
+    ]
+    assert stamped, "every stored batch asked for at least one wave or was finalized"
+    assert {e.algorithm_version for e in stamped} == {UNSTAMPED}
+    assert all(d.classification == ALGORITHM_CHANGED for d in verify_batch(events))

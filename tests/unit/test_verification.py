@@ -9,7 +9,10 @@ from pathlib import Path
 import pytest
 
 from application.batches import BatchApplication
-from application.verification import verify_batch, what_if
+from application.verification import CURRENT_ALGORITHM_VERSION, verify_batch, what_if
+from domain import workflow
+from domain.algorithms import PAIRING_ALGORITHM_VERSION
+from domain.batch import CJBatch
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode
 from infrastructure.cli.main import main
@@ -142,3 +145,51 @@ def test_the_audit_hints_printed_by_demo_work_as_printed(
         code, printed, err = run_cli(capsys, *argv[1:])
         assert code == 0, f"{hint}: {err}"
         assert printed.strip()
+
+
+def test_waves_from_an_older_pairing_version_are_an_algorithm_change_not_a_divergence(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch recorded by another pairing algorithm (here: one that listed each wave's
+    pairs in reverse) re-derives to other pairs. Under the same stamp that is a divergence;
+    once today's pairing version is bumped it is reported as an algorithm change."""
+    db = tmp_path / "events.db"
+    app = BatchApplication(
+        env={"PERSISTENCE_MODULE": "eventsourcing.sqlite", "SQLITE_DBNAME": str(db)}
+    )
+    with monkeypatch.context() as older:
+        today = workflow.generate_wave
+        older.setattr(workflow, "generate_wave", lambda **kw: tuple(reversed(today(**kw))))
+        batch_id = run_batch(app, n=7, ref="older-pairing")
+    events = app.batch_events(batch_id)
+    app.close()
+    waves = [e for e in events if isinstance(e, CJBatch.ComparisonsRequested)]
+    assert {w.algorithm_version for w in waves} == {PAIRING_ALGORITHM_VERSION}
+    capsys.readouterr()
+
+    # Same version stamped as today's: the log disagrees with the code that wrote it.
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db), "--json")
+    assert code == 1
+    report = json.loads(out)
+    assert report["algorithm_changed"] == []
+    assert report["divergences"]
+    assert {d["event"] for d in report["divergences"]} == {"ComparisonsRequested"}
+
+    # Today's pairing is one version on: the recorded waves came from the older algorithm.
+    newer = PAIRING_ALGORITHM_VERSION + 1
+    monkeypatch.setitem(CURRENT_ALGORITHM_VERSION, CJBatch.ComparisonsRequested, newer)
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db), "--json")
+    assert code == 0
+    report = json.loads(out)
+    assert report["divergences"] == []
+    changed = report["algorithm_changed"]
+    assert changed and {d["event"] for d in changed} == {"ComparisonsRequested"}
+    assert any(d["field"].startswith("pairs[0]") for d in changed)
+    assert all(
+        (d["classification"], d["recorded_algorithm"], d["current_algorithm"])
+        == ("algorithm_changed", PAIRING_ALGORITHM_VERSION, newer)
+        for d in changed
+    )
+    code, out, _ = run_cli(capsys, "batches", "verify", "--all", "--store", str(db))
+    assert code == 0
+    assert "algorithm changed" in out and "warning:" in out and "0 divergence(s)" in out
