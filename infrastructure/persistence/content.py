@@ -217,8 +217,21 @@ class PostgresContentRecorder(PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         schema = datastore.schema or "public"
         self.content_sql = ContentSql(lambda name: f'"{schema}"."{name}"', "%s")
-        self.sql_create_statements.extend(SQL(s) for s in self.content_sql.ddl())  # type: ignore[arg-type]
         self.content = SqlContentStore(datastore, self.content_sql)
+
+    def create_table(self) -> None:
+        """Content tables first, in a transaction of their own.
+
+        A writer locks the content tables (its rows go in first) and then the events
+        table. DDL that held a lock on the events table while it waited for a content
+        table (``CREATE INDEX IF NOT EXISTS`` locks the table even when the index exists)
+        would close that cycle: a process opening the store while another records
+        outcomes died with ``deadlock detected``.
+        """
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self.content_sql.ddl():
+                curs.execute(SQL(statement), prepare=False)  # type: ignore[arg-type]
+        super().create_table()
 
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
