@@ -5,9 +5,10 @@
 * ``1`` — it ran and failed: the server is unreachable, a query failed, a bug.
 
 Nothing printed may carry a secret: passwords in URLs (``user:secret@``), ``password=``
-pairs of a connection string, and the passwords of the configured database and broker
-URLs are replaced by ``***`` wherever they appear. This module is imported on every
-command's path, so it imports nothing heavy at module level.
+and ``sslpassword=`` pairs of a connection string or a URL's query, and the passwords of
+the configured database and broker URLs are replaced by ``***`` wherever they appear.
+This module is imported on every command's path, so it imports nothing heavy at module
+level.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from __future__ import annotations
 import os
 import re
 from typing import TYPE_CHECKING
-from urllib.parse import unquote, urlparse
+from urllib.parse import parse_qsl, unquote, urlparse
 
 if TYPE_CHECKING:
     from infrastructure.settings import Settings
@@ -24,7 +25,10 @@ USAGE_EXIT = 2
 RUNTIME_EXIT = 1
 
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*:)(?P<secret>[^@\s/]*)@")
-_KEYWORD_PASSWORD = re.compile(r"(?P<head>\bpassword\s*=\s*)(?P<secret>'[^']*'|\S+)", re.I)
+# ``password=`` / ``sslpassword=`` pairs of a connection string or of a URL's query
+_KEYWORD_PASSWORD = re.compile(
+    r"(?P<head>(?:\b|ssl)password\s*=\s*)(?P<secret>'[^']*'|[^\s&]+)", re.I
+)
 SECRET_SETTINGS = ("CJLEDGER_DATABASE_URL", "CJLEDGER_BROKER_URL")
 
 
@@ -38,10 +42,15 @@ def configured_secrets() -> list[str]:
     for name in SECRET_SETTINGS:
         value = os.environ.get(name, "")
         try:
-            password = urlparse(value).password
+            url = urlparse(value)
+            passwords = [url.password] + [
+                secret
+                for key, secret in parse_qsl(url.query, keep_blank_values=True)
+                if key.lower() in ("password", "sslpassword")
+            ]
         except ValueError:
-            password = None
-        if password:
+            passwords = []
+        for password in filter(None, passwords):
             secrets += [password, unquote(password)]
     return [s for s in secrets if len(s) >= 3]
 

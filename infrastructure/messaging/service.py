@@ -35,6 +35,7 @@ from application.batches import BatchApplication
 from application.dispatcher import OutboxDispatcher
 from domain.backoff import Backoff
 from infrastructure.messaging.topology import Topology, declare_topology
+from infrastructure.persistence.store import postgres_connect_kwargs
 
 log = structlog.get_logger("cjledger.service")
 
@@ -239,7 +240,7 @@ class PostgresAdvisoryLease:
             except psycopg.Error:
                 log.warning("dispatcher_lease_lost", key=self.key)
                 self._close()
-        conn = psycopg.connect(autocommit=True, connect_timeout=5, **self.connect_kwargs)
+        conn = psycopg.connect(autocommit=True, **self.connect_kwargs)
         try:
             row = conn.execute("SELECT pg_try_advisory_lock(hashtext(%s))", (self.key,)).fetchone()
         except psycopg.Error:
@@ -266,14 +267,7 @@ def lease_for(es_env: dict[str, str], name: str) -> Lease:
     """The dispatcher lease that fits the store named by an eventsourcing environment."""
     module = es_env.get("PERSISTENCE_MODULE", "")
     if module.endswith("postgres"):
-        kwargs: dict[str, Any] = {
-            "host": es_env["POSTGRES_HOST"],
-            "port": int(es_env.get("POSTGRES_PORT", "5432")),
-            "dbname": es_env["POSTGRES_DBNAME"],
-            "user": es_env["POSTGRES_USER"],
-        }
-        if es_env.get("POSTGRES_PASSWORD"):
-            kwargs["password"] = es_env["POSTGRES_PASSWORD"]
+        kwargs = postgres_connect_kwargs(es_env, connect_timeout=5)  # every libpq option
         schema = es_env.get("POSTGRES_SCHEMA", "public")
         return PostgresAdvisoryLease(kwargs, f"cjledger.{name}:{schema}")
     if module.endswith("sqlite"):

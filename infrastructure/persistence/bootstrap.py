@@ -13,7 +13,6 @@ not wait for itself on a second connection. Stores in other schemas never wait f
 
 from __future__ import annotations
 
-import os
 import random
 import threading
 import time
@@ -25,7 +24,7 @@ import structlog
 from eventsourcing.persistence import IntegrityError, OperationalError, ProgrammingError
 
 from application.batches import BatchApplication
-from infrastructure.persistence.store import ensure_schema, libpq_environment, postgres_conninfo
+from infrastructure.persistence.store import ensure_schema, postgres_conninfo
 
 #: advisory lock key prefix (``hashtext`` of it and the schema) serialising start-up DDL
 DDL_LOCK_KEY = "cjledger.ddl"
@@ -101,12 +100,6 @@ def ddl_lock_key(env: dict[str, str]) -> str:
 def open_batch_application(env: dict[str, str], **kwargs: Any) -> BatchApplication:
     """Create the configured PostgreSQL schema and tables if needed (under ``ddl_lock``),
     then open the application."""
-    export_libpq_environment(env)
     with ddl_lock(env):
         retry_schema_race(lambda: ensure_schema(env))
         return retry_schema_race(lambda: BatchApplication(env=env, **kwargs))
-
-
-def export_libpq_environment(env: dict[str, str]) -> None:
-    """Give the library's pool the URL's other libpq options (sslmode, ...)."""
-    os.environ.update(libpq_environment(env))

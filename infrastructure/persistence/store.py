@@ -14,13 +14,16 @@ processes share one server's ``max_connections``.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qsl, unquote, urlparse
 
 import psycopg
 from psycopg import sql
 
 from infrastructure.persistence.content import RECORDER_TOPICS
+from infrastructure.persistence.postgres import POSTGRES_LIBPQ_OPTIONS
 
 
 class BadDatabaseUrl(ValueError):
@@ -42,8 +45,10 @@ POSTGRES_OPTIONS = {
 }
 
 # libpq keywords the library's own settings carry; every other libpq option in the URL
-# (sslmode, sslrootcert, application_name, options, ...) is kept as ``PG_OPTION_<name>``
-# and reaches every connection (``libpq_environment``, ``postgres_conninfo``).
+# (sslmode, sslrootcert, keepalives_idle, application_name, options, ...) is kept, as a
+# libpq connection string, in ``POSTGRES_LIBPQ_OPTIONS`` and reaches every connection: the
+# library's pool through ``infrastructure.persistence.postgres``, every other connection
+# through ``postgres_connect_kwargs``.
 LIBPQ_AS_LIBRARY_SETTING = {
     "dbname": "POSTGRES_DBNAME",
     "host": "POSTGRES_HOST",
@@ -52,7 +57,22 @@ LIBPQ_AS_LIBRARY_SETTING = {
     "password": "POSTGRES_PASSWORD",
     "connect_timeout": "POSTGRES_CONNECT_TIMEOUT",
 }
-LIBPQ_OPTION_PREFIX = "PG_OPTION_"
+# The persistence module of a postgresql URL: the library's, with the URL's libpq options.
+POSTGRES_MODULE = "infrastructure.persistence.postgres"
+
+# libpq options it reads as integers, checked here because libpq itself only parses them
+# once a TCP connection is being made (a typo would surface as a failed connection).
+LIBPQ_INTEGER_OPTIONS = (
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_count",
+    "tcp_user_timeout",
+)
+_INTEGER = re.compile(r"\s*[+-]?\d+\s*")
+# A socket directory that cannot exist: libpq checks a connection's options, then fails
+# to reach it without touching the network (``_check_with_libpq``).
+_NO_SERVER = "/nonexistent/cjledger-libpq-option-check"
 
 # Defaults for a URL that does not name them (the library's own are in brackets).
 POSTGRES_DEFAULTS = {
@@ -79,7 +99,9 @@ def eventsourcing_env(database_url: str) -> dict[str, str]:
     (``infrastructure.persistence.content``).
     """
     env = _store_env(database_url)
-    return {**env, "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS[env["PERSISTENCE_MODULE"]]}
+    module = env["PERSISTENCE_MODULE"]
+    recorder = RECORDER_TOPICS["eventsourcing.postgres" if module == POSTGRES_MODULE else module]
+    return {**env, "APPLICATION_RECORDER_TOPIC": recorder}
 
 
 def _store_env(database_url: str) -> dict[str, str]:
@@ -136,69 +158,91 @@ def _postgres_env(database_url: str) -> dict[str, str]:
     port = str(parsed.get("port") or "5432")
     if not port.isdigit():
         raise BadDatabaseUrl(f"bad port in {database_url!r}")
+    options = {
+        key: str(value)
+        for key, value in parsed.items()
+        if key not in LIBPQ_AS_LIBRARY_SETTING and value is not None
+    }
+    timeout = str(parsed.get("connect_timeout") or POSTGRES_DEFAULTS["POSTGRES_CONNECT_TIMEOUT"])
+    _check_integers({**options, "connect_timeout": timeout})
+    _check_with_libpq({**options, "port": port})
     env = {
-        "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "PERSISTENCE_MODULE": POSTGRES_MODULE,
         "POSTGRES_DBNAME": dbname,
         "POSTGRES_HOST": str(parsed.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": port,
         "POSTGRES_USER": str(parsed.get("user") or "postgres"),
         "POSTGRES_PASSWORD": str(parsed.get("password") or ""),
         **POSTGRES_DEFAULTS,
+        "POSTGRES_CONNECT_TIMEOUT": timeout.strip(),
+        # always set, so that a stray variable in os.environ cannot add options
+        POSTGRES_LIBPQ_OPTIONS: psycopg.conninfo.make_conninfo(**options),
     }
-    for key, value in parsed.items():
-        if key in LIBPQ_AS_LIBRARY_SETTING:
-            if key == "connect_timeout":
-                env["POSTGRES_CONNECT_TIMEOUT"] = str(value)
-        elif value is not None:
-            env[f"{LIBPQ_OPTION_PREFIX}{key}"] = str(value)
     for key, value in ours:
         env[POSTGRES_OPTIONS[key]] = value
     return env
 
 
+def _check_integers(options: dict[str, str]) -> None:
+    for key in (*LIBPQ_INTEGER_OPTIONS, "connect_timeout"):
+        if key in options and not _INTEGER.fullmatch(options[key]):
+            raise BadDatabaseUrl(
+                f"bad postgresql URL: invalid integer value {options[key]!r} "
+                f"for connection option {key!r}"
+            )
+
+
+def _check_with_libpq(options: dict[str, str]) -> None:
+    """Refuse option values libpq refuses (``sslmode=requir``, an unknown ``service``, ...).
+
+    libpq checks a connection's options before it connects; aimed at a socket directory
+    that does not exist, the attempt then fails at once and touches no network, so any
+    other failure is libpq refusing an option.
+    """
+    probe = {
+        **{k: v for k, v in options.items() if k not in ("host", "hostaddr")},
+        "host": _NO_SERVER,
+        "dbname": "probe",
+    }
+    attempt = psycopg.pq.PGconn.connect_start(psycopg.conninfo.make_conninfo(**probe).encode())
+    try:
+        if attempt.status == psycopg.pq.ConnStatus.BAD:
+            message = attempt.get_error_message()
+            if _NO_SERVER not in message:
+                raise BadDatabaseUrl(f"bad postgresql URL: {message.strip().splitlines()[0]}")
+    finally:
+        attempt.finish()
+
+
 def libpq_options(env: dict[str, str]) -> dict[str, str]:
     """The libpq options of the URL that the library has no setting for (sslmode, ...)."""
-    return {
-        key.removeprefix(LIBPQ_OPTION_PREFIX): value
-        for key, value in env.items()
-        if key.startswith(LIBPQ_OPTION_PREFIX)
+    options = env.get(POSTGRES_LIBPQ_OPTIONS) or ""
+    return {key: str(value) for key, value in psycopg.conninfo.conninfo_to_dict(options).items()}
+
+
+def postgres_connect_kwargs(
+    env: dict[str, str], connect_timeout: int | None = None
+) -> dict[str, Any]:
+    """``psycopg.connect`` keyword arguments for the server an ``eventsourcing_env`` names,
+    with every libpq option of its URL: for connections the library's pool does not make
+    (schema creation, the DDL lock, the dispatcher's lease)."""
+    timeout = connect_timeout or int(env.get("POSTGRES_CONNECT_TIMEOUT") or 10)
+    kwargs: dict[str, Any] = {
+        "host": env["POSTGRES_HOST"],
+        "port": env.get("POSTGRES_PORT", "5432"),
+        "dbname": env["POSTGRES_DBNAME"],
+        "user": env["POSTGRES_USER"],
+        **libpq_options(env),
+        "connect_timeout": timeout,
     }
-
-
-def libpq_environment(env: dict[str, str]) -> dict[str, str]:
-    """``PG*`` environment variables that carry ``libpq_options`` to every connection.
-
-    The library's connection pool passes only host, port, database, user and password;
-    libpq reads every other option from its documented environment variable, so the
-    process exports them before the pool connects. An option without one is refused.
-    """
-    envvars = {
-        opt.keyword.decode(): opt.envvar.decode()
-        for opt in psycopg.pq.Conninfo.get_defaults()
-        if opt.envvar
-    }
-    exported = {}
-    for key, value in libpq_options(env).items():
-        if key not in envvars:
-            raise BadDatabaseUrl(
-                f"postgresql URL option {key!r} cannot be passed to the event store's pool"
-            )
-        exported[envvars[key]] = value
-    return exported
+    if env.get("POSTGRES_PASSWORD"):
+        kwargs["password"] = env["POSTGRES_PASSWORD"]
+    return kwargs
 
 
 def postgres_conninfo(env: dict[str, str], connect_timeout: int | None = None) -> str:
-    """A psycopg connection string for the server an ``eventsourcing_env`` names."""
-    timeout = connect_timeout or int(env.get("POSTGRES_CONNECT_TIMEOUT") or 10)
-    return psycopg.conninfo.make_conninfo(
-        host=env["POSTGRES_HOST"],
-        port=env.get("POSTGRES_PORT", "5432"),
-        dbname=env["POSTGRES_DBNAME"],
-        user=env["POSTGRES_USER"],
-        password=env.get("POSTGRES_PASSWORD") or None,
-        connect_timeout=timeout,
-        **libpq_options(env),
-    )
+    """``postgres_connect_kwargs`` as one libpq connection string."""
+    return psycopg.conninfo.make_conninfo(**postgres_connect_kwargs(env, connect_timeout))
 
 
 def ensure_schema(env: dict[str, str]) -> None:

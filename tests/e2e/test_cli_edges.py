@@ -98,18 +98,32 @@ def test_an_unreachable_database_is_a_runtime_error_without_the_password(args: l
     assert "127.0.0.1" in line
 
 
-def test_a_bad_url_option_is_a_usage_error_without_the_password() -> None:
-    url = f"postgresql://postgres:{SECRET}@127.0.0.1/cj?no_such_option=1"
-    line = assert_one_line_error(
-        cjledger("batches", "history", str(uuid.uuid4()), CJLEDGER_DATABASE_URL=url), 2
-    )
-    assert "no_such_option" in line
+@pytest.mark.parametrize(
+    ("option", "named", "command"),
+    [
+        ("no_such_option=1", "no_such_option", "batches"),
+        ("keepalive=1", "keepalive", "batches"),  # keepalives, misspelt
+        ("sslmode=requir", "requir", "batches"),  # a value libpq refuses
+        ("keepalives_idle=soon", "keepalives_idle", "batches"),
+        (f"sslpassword={SECRET}&sslmode=requir", "requir", "serve"),  # the key's password too
+    ],
+)
+def test_a_bad_url_option_is_a_usage_error_without_the_password(
+    option: str, named: str, command: str
+) -> None:
+    url = f"postgresql://postgres:{SECRET}@127.0.0.1/cj?{option}"
+    args = ["batches", "history", str(uuid.uuid4())] if command == "batches" else [command]
+    line = assert_one_line_error(cjledger(*args, CJLEDGER_DATABASE_URL=url), 2)
+    assert named in line
 
 
 @needs_postgres
 def test_libpq_options_in_the_url_reach_the_server(tmp_path: Path) -> None:
     schema = f"cjt_{uuid.uuid4().hex}"
-    url = f"{TEST_POSTGRES_URL}?schema={schema}&sslmode=disable&application_name=cj-edge-test"
+    url = (
+        f"{TEST_POSTGRES_URL}?schema={schema}&sslmode=disable&application_name=cj-edge-test"
+        "&keepalives=1&keepalives_idle=30&tcp_user_timeout=10000"  # no PG* variable for these
+    )
     try:
         result = cjledger("projections", "status", "--json", CJLEDGER_DATABASE_URL=url)
         assert result.returncode == 0, result.stderr

@@ -7,22 +7,26 @@ from pathlib import Path
 import pytest
 
 from infrastructure.persistence.content import RECORDER_TOPICS
+from infrastructure.persistence.postgres import POSTGRES_LIBPQ_OPTIONS
 from infrastructure.persistence.store import (
     POSTGRES_DEFAULTS,
+    POSTGRES_MODULE,
     BadDatabaseUrl,
     eventsourcing_env,
-    libpq_environment,
+    libpq_options,
+    postgres_connect_kwargs,
     postgres_conninfo,
 )
 
 SERVER = {
-    "PERSISTENCE_MODULE": "eventsourcing.postgres",
+    "PERSISTENCE_MODULE": POSTGRES_MODULE,
     "POSTGRES_HOST": "127.0.0.1",
     "POSTGRES_PORT": "5432",
     "POSTGRES_USER": "postgres",
     "POSTGRES_PASSWORD": "",
     "APPLICATION_RECORDER_TOPIC": RECORDER_TOPICS["eventsourcing.postgres"],
     **POSTGRES_DEFAULTS,
+    POSTGRES_LIBPQ_OPTIONS: "",
 }
 
 POSTGRES_CASES = [
@@ -43,9 +47,8 @@ POSTGRES_CASES = [
         "postgresql://127.0.0.1/cj?sslmode=verify-full&sslrootcert=/etc/ca.pem&application_name=cj",
         {
             "POSTGRES_DBNAME": "cj",
-            "PG_OPTION_sslmode": "verify-full",
-            "PG_OPTION_sslrootcert": "/etc/ca.pem",
-            "PG_OPTION_application_name": "cj",
+            POSTGRES_LIBPQ_OPTIONS: "application_name=cj sslmode=verify-full "
+            "sslrootcert=/etc/ca.pem",
         },
     ),
     (
@@ -155,15 +158,58 @@ def test_the_conninfo_reaches_the_server_the_url_names() -> None:
 def test_every_libpq_option_of_the_url_reaches_each_connection() -> None:
     env = eventsourcing_env(
         "postgresql://cj@db/ledger?sslmode=require&sslrootcert=/ca.pem&keepalives_idle=5"
-        "&schema=s1&pool_size=2"
+        "&sslpassword=k3y&tcp_user_timeout=9000&schema=s1&pool_size=2"
     )
+    options = {
+        "sslmode": "require",
+        "sslrootcert": "/ca.pem",
+        "keepalives_idle": "5",  # no PG* variable could carry these three
+        "sslpassword": "k3y",
+        "tcp_user_timeout": "9000",
+    }
+    assert libpq_options(env) == options
     info = dict(part.split("=", 1) for part in postgres_conninfo(env).split())
-    assert info["sslmode"] == "require"
-    assert info["sslrootcert"] == "/ca.pem"
-    assert info["keepalives_idle"] == "5"
+    assert {key: info[key] for key in options} == options
     assert "schema" not in info and "pool_size" not in info
-    # keepalives_idle has no PG* variable: the library's pool could not pass it on
-    with pytest.raises(BadDatabaseUrl, match="keepalives_idle"):
-        libpq_environment(env)
-    exported = libpq_environment(eventsourcing_env("postgresql://db/l?sslmode=require"))
-    assert exported == {"PGSSLMODE": "require"}
+    kwargs = postgres_connect_kwargs(env, connect_timeout=5)
+    assert kwargs["connect_timeout"] == 5 and kwargs["sslpassword"] == "k3y"
+
+
+def test_the_library_pool_connects_with_every_libpq_option() -> None:
+    from eventsourcing.persistence import InfrastructureFactory
+
+    env = eventsourcing_env(
+        "postgresql://cj:pw@db:6543/ledger?keepalives=1&keepalives_idle=30"
+        "&application_name=cj-test&connect_timeout=7&schema=s1"
+    )
+    factory = InfrastructureFactory.construct(env)  # the pool opens no connection yet
+    try:
+        kwargs = factory.datastore.pool.kwargs  # type: ignore[attr-defined]
+        assert {key: kwargs[key] for key in ("host", "port", "dbname", "user", "password")} == {
+            "host": "db",
+            "port": "6543",
+            "dbname": "ledger",
+            "user": "cj",
+            "password": "pw",
+        }
+        assert kwargs["keepalives"] == "1" and kwargs["keepalives_idle"] == "30"
+        assert kwargs["application_name"] == "cj-test"
+        assert kwargs["connect_timeout"] == 7
+    finally:
+        factory.close()
+
+
+@pytest.mark.parametrize(
+    ("option", "reason"),
+    [
+        ("keepalive=1", 'invalid URI query parameter: "keepalive"'),
+        ("sslmode=requir", 'invalid sslmode value: "requir"'),
+        ("target_session_attrs=primary-ish", "invalid target_session_attrs value"),
+        ("keepalives_idle=soon", "invalid integer value 'soon' for connection option"),
+        ("connect_timeout=ten", "invalid integer value 'ten' for connection option"),
+        ("service=no_such_service", 'definition of service "no_such_service" not found'),
+    ],
+)
+def test_an_option_libpq_refuses_is_refused_before_any_connection(option: str, reason: str) -> None:
+    with pytest.raises(BadDatabaseUrl, match=reason):
+        eventsourcing_env(f"postgresql://cj:pw@db.invalid/ledger?{option}")
