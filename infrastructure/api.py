@@ -9,6 +9,12 @@ large, 401/403 for a missing/wrong bearer token.
 
 Writes (``POST``) need ``CJLEDGER_API_TOKEN``; reads are open unless
 ``CJLEDGER_API_READ_TOKEN`` is set (the write token also reads).
+
+Every path and query parameter is an edge type (``infrastructure.api_schema``): a NUL
+byte, a control character, an over-long id or a forged cursor is a 422 naming the
+parameter. A batch id that is not a UUID names no batch: 404. Each route documents its
+response body and its errors in the OpenAPI schema (``/docs``) without validating the
+body again at run time.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Annotated, Any
 from uuid import UUID
 
 import structlog
-from fastapi import Depends, FastAPI, HTTPException, Query, Request, Response
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
@@ -30,11 +36,24 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from application.batches import BatchConflict, BatchNotFound
 from application.event_json import event_document, state_summary
 from domain.batch import CommandRejected, SparseBudget
+from infrastructure import api_schema as doc
+from infrastructure.api_schema import (
+    BatchIdPath,
+    CursorQuery,
+    ExternalIdPath,
+    ModeQuery,
+    OutcomeQuery,
+    StatusQuery,
+    VersionQuery,
+    errors,
+    limit_query,
+)
 from infrastructure.batch_views import rankings_as_csv, report_data, stored_quality, usage
 from infrastructure.bootstrap import System
+from infrastructure.edge_types import MAX_COUNT, printable_identifier
 from infrastructure.submission import BatchSubmission, DuplicateEssay, register_command
 from infrastructure.teacher_report import render_report
-from projections.queries import BadCursor, Freshness
+from projections.queries import BadCursor, Freshness, decode_cursor
 
 log = structlog.get_logger("cjledger.api")
 
@@ -180,8 +199,12 @@ def create_api(system: System) -> FastAPI:
         except ValueError:
             raise BatchNotFound(f"batch {batch_id} does not exist") from None
 
+    def canonical(batch_id: str) -> str:
+        """The id as the read models store it (``ABC…`` and ``{abc…}`` name ``abc…``)."""
+        return str(batch_uuid(batch_id))
+
     def summary_or_404(batch_id: str) -> dict[str, Any]:
-        summary = models.batch_summary(str(batch_uuid(batch_id)))
+        summary = models.batch_summary(canonical(batch_id))
         if summary is None:
             if _in_log(batch_id):
                 raise HTTPException(
@@ -203,14 +226,25 @@ def create_api(system: System) -> FastAPI:
         freshness = models.freshness(*projections, max_age=head_max_age)
         return _with_freshness_headers(response, freshness)
 
+    READ_ERRORS = errors(401, 403, 404, 422)
+
     # -------------------------------------------------------------- health
 
-    @api.get("/healthz", tags=["health"])
+    @api.get(
+        "/healthz", tags=["health"], response_model=None, responses={200: {"model": doc.Health}}
+    )
     def healthz() -> dict[str, str]:
         """The process is up."""
         return {"status": "ok"}
 
-    @api.get("/readyz", tags=["health"])
+    @api.get(
+        "/readyz",
+        tags=["health"],
+        responses={
+            200: {"model": doc.Readiness, "description": "ready"},
+            503: {"model": doc.Readiness, "description": "unready: store down or lag too high"},
+        },
+    )
     def readyz() -> JSONResponse:
         """The store answers and the read models lag at most ``api_ready_max_lag``."""
         try:
@@ -227,24 +261,41 @@ def create_api(system: System) -> FastAPI:
 
     # -------------------------------------------------------------- reads
 
-    @api.get("/batches", dependencies=[Read], tags=["batches"])
+    @api.get(
+        "/batches",
+        dependencies=[Read],
+        tags=["batches"],
+        response_model=None,
+        responses={200: {"model": doc.BatchPage}, **errors(401, 403, 422)},
+    )
     def list_batches(
         response: Response,
-        status: Annotated[str | None, Query(description="registered, running, scored…")] = None,
-        mode: Annotated[str | None, Query(description="batching mode")] = None,
-        limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        cursor: Annotated[str | None, Query(description="next_cursor of the last page")] = None,
+        status: StatusQuery = None,
+        mode: ModeQuery = None,
+        limit: Annotated[int, limit_query(50, 500)] = 50,
+        cursor: CursorQuery = None,
     ) -> dict[str, Any]:
         """Batches, newest first, a page at a time."""
-        page = models.batch_page(status=status, mode=mode, limit=limit, cursor=cursor)
+        page = models.batch_page(
+            status=status,
+            mode=mode.value if mode else None,
+            limit=limit,
+            cursor=_checked_cursor(cursor, str, str),
+        )
         return {
             "items": page.rows,
             "next_cursor": page.next_cursor,
             "freshness": fresh(response, "batch_summary"),
         }
 
-    @api.get("/batches/{batch_id}", dependencies=[Read], tags=["batches"])
-    def get_batch(batch_id: str, response: Response) -> dict[str, Any]:
+    @api.get(
+        "/batches/{batch_id}",
+        dependencies=[Read],
+        tags=["batches"],
+        response_model=None,
+        responses={200: {"model": doc.BatchDetail}, **READ_ERRORS},
+    )
+    def get_batch(batch_id: BatchIdPath, response: Response) -> dict[str, Any]:
         """A batch's summary, with its usage (tokens, cost, latency) and quality figures."""
         summary = summary_or_404(batch_id)
         return {
@@ -254,13 +305,21 @@ def create_api(system: System) -> FastAPI:
             "freshness": fresh(response, "batch_summary", "comparisons"),
         }
 
-    @api.get("/batches/{batch_id}/rankings", dependencies=[Read], tags=["batches"])
-    def rankings(batch_id: str) -> Response:
+    @api.get(
+        "/batches/{batch_id}/rankings",
+        dependencies=[Read],
+        tags=["batches"],
+        response_class=JSONResponse,
+        responses={200: {"model": doc.Rankings}, **READ_ERRORS},
+    )
+    def rankings(batch_id: BatchIdPath) -> Response:
         """Scores, standard errors and ranks (empty until the batch is finalized).
 
         The hot read: one statement returns the rows with the read model's position, the
         log's head comes from a cache at most ``api_head_cache_seconds`` old, and the
-        body is encoded once by ``json.dumps`` (the rows are plain JSON values)."""
+        body is encoded once (the rows are plain JSON values; the schema above is
+        documentation, not checked again per request)."""
+        batch_id = canonical(batch_id)
         items, freshness = models.rankings_and_freshness(batch_id, max_age=head_max_age)
         if not items:  # rows exist only for a known batch: the hot path skips this check
             summary_or_404(batch_id)
@@ -274,53 +333,87 @@ def create_api(system: System) -> FastAPI:
         dependencies=[Read],
         tags=["batches"],
         response_class=Response,
+        responses={
+            200: {
+                "content": {"text/csv": {"schema": {"type": "string"}}},
+                "description": "rank,essay_id,score,se,comparisons,essay_ref (best first)",
+            },
+            **errors(401, 403, 404, 422, json_route=False),
+        },
     )
-    def rankings_csv(batch_id: str) -> Response:
-        summary_or_404(batch_id)
+    def rankings_csv(batch_id: BatchIdPath) -> Response:
+        """The rankings as CSV, essays named by the school's ids."""
+        batch_id = summary_or_404(batch_id)["batch_id"]
         body = rankings_as_csv(models.rankings(batch_id))
         response = Response(body, media_type="text/csv; charset=utf-8")
         fresh(response, "rankings")
         return response
 
-    @api.get("/batches/{batch_id}/comparisons", dependencies=[Read], tags=["batches"])
+    @api.get(
+        "/batches/{batch_id}/comparisons",
+        dependencies=[Read],
+        tags=["batches"],
+        response_model=None,
+        responses={200: {"model": doc.ComparisonPage}, **READ_ERRORS},
+    )
     def comparisons(
-        batch_id: str,
+        batch_id: BatchIdPath,
         response: Response,
-        outcome: Annotated[str | None, Query(pattern="^(pending|success|failure)$")] = None,
-        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-        cursor: str | None = None,
+        outcome: OutcomeQuery = None,
+        limit: Annotated[int, limit_query(100, 1000)] = 100,
+        cursor: CursorQuery = None,
     ) -> dict[str, Any]:
         """Requested comparisons in wave order, a page at a time."""
-        summary_or_404(batch_id)
-        page = models.comparison_page(batch_id, limit=limit, cursor=cursor, outcome=outcome)
+        batch_id = summary_or_404(batch_id)["batch_id"]
+        page = models.comparison_page(
+            batch_id, limit=limit, cursor=_checked_cursor(cursor, int, int), outcome=outcome
+        )
         return {
             "items": page.rows,
             "next_cursor": page.next_cursor,
             "freshness": fresh(response, "comparisons"),
         }
 
-    @api.get("/batches/{batch_id}/decisions", dependencies=[Read], tags=["batches"])
-    def decisions(batch_id: str, response: Response) -> dict[str, Any]:
+    @api.get(
+        "/batches/{batch_id}/decisions",
+        dependencies=[Read],
+        tags=["batches"],
+        response_model=None,
+        responses={200: {"model": doc.Decisions}, **READ_ERRORS},
+    )
+    def decisions(batch_id: BatchIdPath, response: Response) -> dict[str, Any]:
         """Every continuation decision with its full context, raw decision, guard, reason."""
-        summary_or_404(batch_id)
+        batch_id = summary_or_404(batch_id)["batch_id"]
         return {
             "batch_id": batch_id,
             "items": models.decisions(batch_id),
             "freshness": fresh(response, "decision_audit"),
         }
 
-    @api.get("/batches/{batch_id}/events", dependencies=[Read], tags=["audit"])
-    def events(batch_id: str) -> dict[str, Any]:
+    @api.get(
+        "/batches/{batch_id}/events",
+        dependencies=[Read],
+        tags=["audit"],
+        response_model=None,
+        responses={200: {"model": doc.StoredEvents}, **READ_ERRORS},
+    )
+    def events(batch_id: BatchIdPath) -> dict[str, Any]:
         """The batch's stored events with their full payloads, from the event store."""
         stored = system.app.batch_events(batch_uuid(batch_id))
         return {
-            "batch_id": batch_id,
+            "batch_id": canonical(batch_id),
             "items": [event_document(e) for e in stored],
             "freshness": _store_freshness(system),
         }
 
-    @api.get("/batches/{batch_id}/state", dependencies=[Read], tags=["audit"])
-    def state(batch_id: str, version: Annotated[int | None, Query(ge=1)] = None) -> dict[str, Any]:
+    @api.get(
+        "/batches/{batch_id}/state",
+        dependencies=[Read],
+        tags=["audit"],
+        response_model=None,
+        responses={200: {"model": doc.BatchState}, **READ_ERRORS},
+    )
+    def state(batch_id: BatchIdPath, version: VersionQuery = None) -> dict[str, Any]:
         """The batch's state at ``version`` (default: now), rebuilt from the event store."""
         batch_id_uuid = batch_uuid(batch_id)
         head = len(system.app.batch_events(batch_id_uuid))
@@ -341,17 +434,32 @@ def create_api(system: System) -> FastAPI:
         dependencies=[Read],
         tags=["batches"],
         response_class=HTMLResponse,
+        responses={
+            200: {"description": "one self-contained HTML page (no scripts, no links)"},
+            **errors(401, 403, 404, 422, json_route=False),
+        },
     )
-    def report(batch_id: str) -> HTMLResponse:
+    def report(batch_id: BatchIdPath) -> HTMLResponse:
         """The teacher report: one self-contained HTML page."""
-        data = report_data(system, batch_id, summary_or_404(batch_id))
+        summary = summary_or_404(batch_id)
+        data = report_data(system, summary["batch_id"], summary)
         response = HTMLResponse(render_report(data))
         fresh(response)
         return response
 
     # -------------------------------------------------------------- writes
 
-    @api.post("/batches", dependencies=[Write], status_code=202, tags=["batches"])
+    @api.post(
+        "/batches",
+        dependencies=[Write],
+        status_code=202,
+        tags=["batches"],
+        response_model=None,
+        responses={
+            202: {"model": doc.Submitted, "description": "registered; `Location` names it"},
+            **errors(401, 403, 409, 413, 422),
+        },
+    )
     def submit(body: BatchSubmission, response: Response) -> dict[str, Any]:
         """Register and start a batch (the same validation as ``cjledger submit``)."""
         try:
@@ -376,9 +484,15 @@ def create_api(system: System) -> FastAPI:
         return {"batch_id": str(batch_id), "external_ref": command.external_ref}
 
     @api.post(
-        "/batches/{batch_id}/essays/{external_id}/erase", dependencies=[Write], tags=["admin"]
+        "/batches/{batch_id}/essays/{external_id}/erase",
+        dependencies=[Write],
+        tags=["admin"],
+        response_model=None,
+        responses={200: {"model": doc.Erased}, **errors(401, 403, 404, 409, 413, 422, 503)},
     )
-    def erase(batch_id: str, external_id: str, body: EraseRequest) -> dict[str, Any]:
+    def erase(
+        batch_id: BatchIdPath, external_id: ExternalIdPath, body: EraseRequest
+    ) -> dict[str, Any]:
         """Erase one essay: its text, external id and judge answers leave the content
         store; ``EssayErased`` is appended. Decisions and scores stay and replay."""
         from application.content import ContentStoreUnavailable, UnknownEssay
@@ -407,6 +521,27 @@ class EraseRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     reason: str = Field(min_length=1, max_length=1000, pattern=r"\S")
+
+
+def _checked_cursor(cursor: str | None, *kinds: type) -> str | None:
+    """``cursor`` if it decodes to values of ``kinds`` a query can take as they are: the
+    cursor is opaque to clients but travels through their hands, so a forged one (a NUL
+    inside, a float where the page key is an integer) is refused here, not by the
+    database."""
+    if cursor is None:
+        return None
+    for value, kind in zip(decode_cursor(cursor, len(kinds)), kinds, strict=True):
+        if kind is int:
+            fits = type(value) is int and 0 <= value <= MAX_COUNT
+        else:
+            try:
+                fits = isinstance(value, str) and 0 < len(value) <= 200
+                fits = fits and printable_identifier(value) == value
+            except ValueError:
+                fits = False
+        if not fits:
+            raise BadCursor("cursor is not one this service handed out")
+    return cursor
 
 
 def _freshness(freshness: Freshness) -> dict[str, int]:

@@ -23,6 +23,7 @@ from typing import Annotated
 from pydantic import AfterValidator, Field
 
 IDENTIFIER_MAX_CHARS = 200
+REFERENCE_MAX_CHARS = 500
 NAME_MAX_CHARS = 200
 MESSAGE_MAX_CHARS = 4000
 #: largest count a read-model integer column (PostgreSQL ``integer``) holds
@@ -91,3 +92,11 @@ def no_nul(value: str) -> str:
 
 #: a whole essay or document: any length, every character but NUL
 Document = Annotated[str, Field(min_length=1), AfterValidator(no_nul)]
+#: free text kept whole that may be empty (a batch's instructions, its rubric)
+OptionalDocument = Annotated[str, AfterValidator(no_nul)]
+#: a reference the caller chooses for a batch (its external ref): printable, one line
+Reference = Annotated[
+    str,
+    Field(min_length=1, max_length=REFERENCE_MAX_CHARS),
+    AfterValidator(printable_identifier),
+]

@@ -17,6 +17,7 @@ from application.content import EssaySubmission
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode
 from infrastructure.cli.essay_file import EssayLine
+from infrastructure.edge_types import MAX_COUNT, OptionalDocument, Reference
 from infrastructure.settings import Settings
 
 SIMULATED_MODEL = "simulated-judge-1"
@@ -34,12 +35,12 @@ class BatchSubmission(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    external_ref: str | None = Field(default=None, min_length=1, max_length=500)
+    external_ref: Reference | None = None
     essays: list[EssayLine] = Field(min_length=1)
-    instructions: str = ""
-    rubric: str = ""
+    instructions: OptionalDocument = ""
+    rubric: OptionalDocument = ""
     mode: BatchingMode | None = None
-    budget: int | None = Field(default=None, ge=1)
+    budget: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     seed: int = 0
     allow_sparse: bool = False
 

@@ -16,8 +16,10 @@ from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import BaseModel
 
-from domain.values import BatchingMode
+from domain.values import BatchingMode, FinalStatus
+from infrastructure import api_schema
 from infrastructure.api import create_api
 from infrastructure.bootstrap import System
 from infrastructure.settings import Settings
@@ -201,6 +203,13 @@ def test_submitting_needs_the_write_token(client: TestClient) -> None:
         ({"essays": [{"essay_id": "a", "text": "x"}], "mode": "fast"}, ["body", "mode"]),
         ({"essays": [{"essay_id": "a", "text": "x"}] * 2}, ["body", "essays", 1, "essay_id"]),
         ({"essays": essays(2), "colour": "red"}, ["body", "colour"]),
+        ({"essays": essays(2), "external_ref": "a\x00b"}, ["body", "external_ref"]),
+        ({"essays": essays(2), "external_ref": "x" * 501}, ["body", "external_ref"]),
+        ({"essays": essays(2), "instructions": "judge\x00"}, ["body", "instructions"]),
+        ({"essays": essays(2), "rubric": "\x00"}, ["body", "rubric"]),
+        ({"essays": essays(2), "budget": 2**31}, ["body", "budget"]),
+        ({"essays": [{"essay_id": "a\x00", "text": "x"}]}, ["body", "essays", 0, "essay_id"]),
+        ({"essays": [{"essay_id": "a", "text": "x\x00"}]}, ["body", "essays", 0, "text"]),
     ],
 )
 def test_a_bad_submission_is_422_field_by_field_and_stores_nothing(
@@ -301,3 +310,153 @@ def test_erasing_an_essay_needs_the_write_token_and_names_an_unknown_essay(
         f"/batches/{batch_id}/essays/nobody/erase", json={"reason": "x"}, headers=WRITE
     )
     assert unknown.status_code == 404
+
+
+# ---------------------------------------------------------------------- documented shapes
+
+
+def documented_model(
+    openapi: dict[str, Any], path: str, method: str, status: int
+) -> type[BaseModel]:
+    """The response model the OpenAPI schema names for ``status`` of a route."""
+    responses = openapi["paths"][path][method]["responses"]
+    assert str(status) in responses, f"{method.upper()} {path} does not document {status}"
+    schema = responses[str(status)]["content"]["application/json"]["schema"]
+    model = getattr(api_schema, schema["$ref"].rsplit("/", 1)[1])
+    assert isinstance(model, type) and issubclass(model, BaseModel)
+    return model
+
+
+def test_the_rankings_response_is_documented_in_openapi(client: TestClient) -> None:
+    openapi = client.get("/openapi.json").json()
+    route = openapi["paths"]["/batches/{batch_id}/rankings"]["get"]
+    schema = route["responses"]["200"]["content"]["application/json"]["schema"]
+    assert schema == {"$ref": "#/components/schemas/Rankings"}
+    ranking = openapi["components"]["schemas"]["Ranking"]["properties"]
+    assert {"essay_id", "external_id", "score", "se", "rank", "comparisons"} <= set(ranking)
+    assert route["responses"]["404"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/ErrorMessage"
+    }
+    assert "docs" in client.get("/docs").text.lower()
+    refs = set(
+        re.findall(r'"\$ref": ?"#/components/schemas/(\w+)"', client.get("/openapi.json").text)
+    )
+    assert refs and refs <= set(openapi["components"]["schemas"])  # every reference resolves
+
+
+def test_every_response_has_the_shape_its_route_documents(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    openapi = client.get("/openapi.json").json()
+    bid = str(batches[1])  # the batch with failures: every nullable column filled or not
+    cases = [
+        ("get", "/healthz", "/healthz", 200),
+        ("get", "/readyz", "/readyz", 200),
+        ("get", "/batches", "/batches", 200),
+        ("get", "/batches", "/batches?limit=0", 422),
+        ("get", "/batches/{batch_id}", f"/batches/{bid}", 200),
+        ("get", "/batches/{batch_id}", "/batches/not-a-uuid", 404),
+        ("get", "/batches/{batch_id}/rankings", f"/batches/{bid}/rankings", 200),
+        ("get", "/batches/{batch_id}/rankings", f"/batches/{bid}/rankings".upper(), 404),
+        ("get", "/batches/{batch_id}/comparisons", f"/batches/{bid}/comparisons", 200),
+        ("get", "/batches/{batch_id}/comparisons", f"/batches/{bid}/comparisons?limit=0", 422),
+        ("get", "/batches/{batch_id}/decisions", f"/batches/{bid}/decisions", 200),
+        ("get", "/batches/{batch_id}/events", f"/batches/{bid}/events", 200),
+        ("get", "/batches/{batch_id}/state", f"/batches/{bid}/state", 200),
+        ("get", "/batches/{batch_id}/state", f"/batches/{bid}/state?version=0", 422),
+        ("get", "/batches/{batch_id}/rankings.csv", "/batches/%01/rankings.csv", 422),
+        ("get", "/batches/{batch_id}/report", f"/batches/{uuid_zero()}/report", 404),
+        ("post", "/batches", "/batches", 401),
+    ]
+    for method, route, url, status in cases:
+        response = client.request(method, url)
+        assert response.status_code == status, (url, response.text)
+        documented_model(openapi, route, method, status).model_validate(response.json())
+    submitted = client.post("/batches", json={"essays": essays(3)}, headers=WRITE)
+    documented_model(openapi, "/batches", "post", 202).model_validate(submitted.json())
+    erase = "/batches/{batch_id}/essays/{external_id}/erase"
+    erased = client.post(
+        f"/batches/{submitted.json()['batch_id']}/essays/e0/erase",
+        json={"reason": "asked"},
+        headers=WRITE,
+    )
+    documented_model(openapi, erase, "post", 200).model_validate(erased.json())
+    refused = client.post("/batches", json={"essays": essays(2)}, headers={"Authorization": "x"})
+    assert refused.status_code == 401
+
+
+def uuid_zero() -> str:
+    return "00000000-0000-0000-0000-000000000000"
+
+
+def test_the_documented_status_filter_names_every_status_a_batch_takes() -> None:
+    statuses = set(api_schema.BatchStatus.__args__)  # type: ignore[attr-defined]
+    assert statuses == {"registered", "running"} | {s.value for s in FinalStatus}
+
+
+def forged_cursor(*values: Any) -> str:
+    from projections.queries import encode_cursor
+
+    return encode_cursor(values)
+
+
+@pytest.mark.parametrize(
+    ("url", "loc", "message"),
+    [
+        ("/batches/a%00b", ["path", "batch_id"], "control characters (U+0000)"),
+        ("/batches/a%1Fb/rankings", ["path", "batch_id"], "control characters (U+001F)"),
+        ("/batches/%20{bid}/rankings", ["path", "batch_id"], "whitespace"),
+        ("/batches/" + "a" * 201 + "/decisions", ["path", "batch_id"], "at most 200"),
+        ("/batches/%00/comparisons", ["path", "batch_id"], "control characters"),
+        ("/batches/%00/events", ["path", "batch_id"], "control characters"),
+        ("/batches/%00/state", ["path", "batch_id"], "control characters"),
+        ("/batches/%00/report", ["path", "batch_id"], "control characters"),
+        ("/batches?status=%00", ["query", "status"], "'registered', 'running'"),
+        ("/batches?status=done", ["query", "status"], "'scored', 'failed'"),
+        ("/batches?mode=fast", ["query", "mode"], "'per_request', 'serial_bundle'"),
+        ("/batches?cursor=%00", ["query", "cursor"], "control characters"),
+        ("/batches?cursor=" + "a" * 201, ["query", "cursor"], "at most 200"),
+        ("/batches?cursor=" + forged_cursor("2026", "a\x00b"), ["query", "cursor"], "handed out"),
+        ("/batches?cursor=" + forged_cursor("2026", 7), ["query", "cursor"], "handed out"),
+        ("/batches?cursor=" + forged_cursor(None, ""), ["query", "cursor"], "handed out"),
+        ("/batches/{bid}/comparisons?cursor=" + forged_cursor(1.5, 0), ["query", "cursor"], "out"),
+        ("/batches/{bid}/comparisons?cursor=" + forged_cursor("1", 0), ["query", "cursor"], "out"),
+        ("/batches/{bid}/comparisons?cursor=" + forged_cursor(2**40, 0), ["query", "cursor"], "ou"),
+        ("/batches/{bid}/comparisons?cursor=" + forged_cursor(True, 0), ["query", "cursor"], "ut"),
+        ("/batches/{bid}/comparisons?outcome=won", ["query", "outcome"], "'pending', 'success'"),
+        ("/batches/{bid}/comparisons?limit=1e3", ["query", "limit"], "valid integer"),
+        ("/batches/{bid}/state?version=2147483648", ["query", "version"], "less than or equal"),
+        ("/batches/{bid}/state?version=nan", ["query", "version"], "valid integer"),
+    ],
+)
+def test_a_parameter_with_control_characters_or_a_forged_cursor_is_422_naming_it(
+    client: TestClient, batches: list[UUID], url: str, loc: list[str], message: str
+) -> None:
+    response = client.get(url.replace("{bid}", str(batches[0])))
+    assert response.status_code == 422, response.text
+    (error,) = response.json()["detail"]
+    assert error["loc"] == loc and message in error["msg"]
+    assert client.get("/readyz").json()["status"] == "ready"  # nothing reached the store
+
+
+def test_erasing_an_essay_named_with_a_control_character_is_422(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    response = client.post(
+        f"/batches/{batches[0]}/essays/e%001/erase", json={"reason": "x"}, headers=WRITE
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["path", "external_id"]
+
+
+def test_a_batch_id_in_any_spelling_of_its_uuid_names_the_same_batch(
+    client: TestClient, batches: list[UUID]
+) -> None:
+    bid = str(batches[0])
+    plain = client.get(f"/batches/{bid}/rankings").json()
+    for spelling in (bid.upper(), bid.replace("-", ""), "{" + bid + "}"):
+        shown = client.get(f"/batches/{spelling}/rankings").json()
+        assert shown["batch_id"] == bid and shown["items"] == plain["items"] != []
+        assert client.get(f"/batches/{spelling}/decisions").json()["items"]
+        page = client.get(f"/batches/{spelling}/comparisons", params={"limit": 1}).json()
+        assert page["items"][0]["batch_id"] == bid
