@@ -41,15 +41,22 @@ class EssayLine(BaseModel):
 
 
 def read_text_file(path: Path | None, what: str) -> str:
-    """An optional instructions or rubric file, as text (``""`` when not given)."""
+    """An optional instructions or rubric file, as text (``""`` when not given).
+
+    A NUL character anywhere is refused with the line it is on.
+    """
     if path is None:
         return ""
     try:
-        return path.read_text(encoding="utf-8-sig")
+        text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         fail(f"no such {what} file: {path}")
     except (OSError, UnicodeDecodeError) as error:
         fail(f"cannot read {what} file {path}: {error}")
+    if "\x00" in text:  # no text column can hold it: refuse before anything is stored
+        line = text.count("\n", 0, text.index("\x00")) + 1
+        fail(f"{path}:{line}: the {what} file contains a NUL character")
+    return text
 
 
 def read_essays(path: Path) -> tuple[EssaySubmission, ...]:

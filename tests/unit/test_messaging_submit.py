@@ -148,3 +148,19 @@ def test_an_unknown_mode_is_a_usage_error(
 ) -> None:
     code, _, err = run_cli(["submit", str(essays_file(tmp_path)), "--mode", "fastest"], capsys)
     assert code == 2 and "fastest" in err
+
+
+@pytest.mark.parametrize("option", ["--instructions", "--rubric"])
+def test_a_nul_in_an_instructions_or_rubric_file_is_refused_naming_the_line(
+    tmp_path: Path, store: str, capsys: pytest.CaptureFixture[str], option: str
+) -> None:
+    texts = tmp_path / "texts.txt"
+    texts.write_text("Argue a case.\nUse evidence\x00.\n")
+    code, out, err = run_cli(["submit", str(essays_file(tmp_path)), option, str(texts)], capsys)
+    what = option.removeprefix("--")
+    assert code == 2
+    assert err.strip() == f"error: {texts}:2: the {what} file contains a NUL character"
+    assert out == ""
+    app = BatchApplication(env=eventsourcing_env(store))
+    assert list(app.recorder.select_notifications(start=1, limit=1)) == []  # nothing stored
+    app.close()
