@@ -86,23 +86,32 @@ class OutboxDispatcher:
             page_size=self.page_size,
         )
         for _, notifications in pages:
+            # every wave of the page (of any number of batches) goes out in one send,
+            # confirmed together; then the position moves past the whole page
+            waves = []
             for notification in notifications:
                 event = self.app.mapper.to_domain_event(notification)
                 assert isinstance(event, CJBatch.ComparisonsRequested)
                 requests, erased = self.with_content(requests_from_event(event))
-                if requests:
-                    self.transport.send(requests)
+                waves.append((notification.id, event, requests, erased))
+            outgoing = [request for _, _, requests, _ in waves for request in requests]
+            if outgoing:
+                self.transport.send(outgoing)
+            for _, event, _, erased in waves:
                 if erased:
                     self.answer_erased(event.originator_id, erased)
-                self.positions.set(self.name, notification.id)
-                sent += len(requests)
+            if waves:
+                self.positions.set(self.name, waves[-1][0])
+            sent += len(outgoing)
+            for position, event, requests, erased in waves:
                 log.info(
                     "wave_dispatched",
                     batch_id=str(event.originator_id),
+                    correlation_id=f"{event.originator_id}/wave-{event.wave_number}",
                     wave=event.wave_number,
                     requests=len(requests),
                     content_erased=len(erased),
-                    position=notification.id,
+                    position=position,
                 )
         return sent
 

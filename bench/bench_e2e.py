@@ -29,7 +29,7 @@ import psycopg
 
 from bench.harness import REPEATS, Target, emit, progress, quiet_logs
 
-BATCHES = int(os.environ.get("CJLEDGER_BENCH_E2E_BATCHES", "8"))
+BATCHES = int(os.environ.get("CJLEDGER_BENCH_E2E_BATCHES", "64"))
 ESSAYS = 40
 BUDGET = 200
 INSERTS = 2000
@@ -44,6 +44,35 @@ def insert_commit_rate(database_url: str) -> float:
         rate = INSERTS / (time.perf_counter() - started)
         conn.execute("DROP TABLE bench_insert_commit")
     return rate
+
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of one process so far (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+def _cpu_of_servers() -> dict[str, float]:
+    """CPU time so far of every RabbitMQ and PostgreSQL process on the machine."""
+    totals = {"rabbitmq": 0.0, "postgres": 0.0}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            comm = (entry / "comm").read_text().strip()
+        except OSError:
+            continue
+        if comm == "beam.smp":
+            totals["rabbitmq"] += _cpu_seconds(int(entry.name))
+        elif comm == "postgres":
+            totals["postgres"] += _cpu_seconds(int(entry.name))
+    return totals
 
 
 def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
@@ -84,9 +113,19 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
         with tempfile.TemporaryDirectory() as tmp:
             services = Services(Path(tmp), env)
             try:
+                load_before = os.getloadavg()[0]
+                servers_before = _cpu_of_servers()
                 started = [services.serve(f"serve-{i}") for i in range(serves)]
                 started += [services.lps_worker(f"worker-{i}") for i in range(workers)]
-                wait_until_finalized(database_url, batch_ids, timeout=900)
+                for process in started:
+                    process.wait_started()
+                pids = {p.name: p.process.pid for p in started if p.process is not None}
+                cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
+                wait_until_finalized(database_url, batch_ids, timeout=900, interval=0.5)
+                cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                servers_after = _cpu_of_servers()
+                cpu.update({k: servers_after[k] - servers_before[k] for k in servers_after})
+                load_after = os.getloadavg()[0]
                 first_publish = min(
                     datetime.fromisoformat(line["timestamp"])
                     for process in started
@@ -114,6 +153,10 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
         "outcomes_per_second": round(rate, 1),
         "insert_commit_per_second": round(inserts, 1),
         "ratio": round(rate / inserts, 3),
+        # CPU seconds each process spent while the batches ran (serve / lps-worker from
+        # their start; the servers' figures include anything else they served meanwhile)
+        "cpu_ms_per_outcome": {k: round(1000 * v / len(completed), 3) for k, v in cpu.items()},
+        "load_1m": [round(load_before, 2), round(load_after, 2)],
     }
 
 

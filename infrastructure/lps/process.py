@@ -64,6 +64,7 @@ def build_lps_worker(settings: Settings) -> LpsWorkerProcess:
     worker = LpsWorker(
         executors=[make_executor(settings, lane, jobs) for lane in range(settings.lps_concurrency)],
         publish_outcome=publisher.publish_outcome,
+        publish_outcomes=publisher.publish_outcomes,
         dead_letters=RabbitDeadLetters(
             broker, topology, topology.requests_queue_name, settings.publish_timeout_seconds
         ),

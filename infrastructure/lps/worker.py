@@ -1,14 +1,17 @@
 """The LPS worker: comparison requests in, exactly one confirmed outcome per request out.
 
-Each request message is handled by its own task (RabbitMQ delivers up to the prefetch
-count at once). The handler parses the request and joins it to the worker's intake; the
-worker's loop *gathers* what is waiting — it waits briefly (``gather_window``) until it
-has as many requests as the lead request's bundle may hold — and hands the group to a
-``QueuedRequestExecutor`` in a worker thread. The executor forms bundles for the queue
-processing mode and answers every request once. Each outcome is then published
-(persistent, confirmed), and only after its confirm is the request acknowledged. If the
-publish fails the request is requeued after a backoff: an outcome may be sent twice (CJ
-ignores the second), a request is never dropped.
+A message holds one request, or a bundle of them (``contracts.bundle_items``, what CJ's
+dispatcher sends for a ``serial_bundle`` wave); a bundle's items are taken one by one,
+each settled alone, and the message is acknowledged once all of them are (``bundles``).
+Each request joins the worker's intake; the worker's loop *gathers* what is waiting — it
+waits briefly (``gather_window``) until it has as many requests as the lead request's
+bundle may hold — and hands the group to a ``QueuedRequestExecutor`` in a worker thread.
+The executor forms bundles for the queue processing mode and answers every request once.
+The group's outcomes are then published together (one persistent, confirmed message: a
+bundle of outcomes when there are several), and only after that confirm are the requests
+acknowledged; one log line per group names its batches, waves and comparisons. If the
+publish fails the requests are requeued after a backoff: an outcome may be sent twice
+(CJ ignores the second), a request is never dropped.
 
 A request whose comparison id is already in flight joins the first one instead of
 calling the provider again, and is acknowledged with it. A request answered recently
@@ -24,6 +27,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any
 
 import anyio
@@ -33,11 +37,16 @@ from pydantic import ValidationError
 from application.lps import QueuedRequestExecutor
 from domain.backoff import Backoff
 from domain.lps import MAX_BUNDLE_SIZE, QueuedRequest, QueueProcessingMode, bundle_limit
+from infrastructure.messaging import bundles
 from infrastructure.messaging.contracts import (
+    REQUEST_BUNDLE,
+    BundleRefused,
     ComparisonOutcomeV1,
     ComparisonOutcomeV2,
     ComparisonRequestV1,
+    bundle_items,
     parse_request,
+    parse_request_data,
 )
 from infrastructure.messaging.dead_letters import (
     DeadLetterSink,
@@ -49,6 +58,7 @@ from infrastructure.messaging.validation import describe_validation_error
 log = structlog.get_logger("cjledger.lps_worker")
 
 PublishOutcome = Callable[[ComparisonOutcomeV1], Awaitable[None]]
+PublishOutcomes = Callable[[Sequence[ComparisonOutcomeV1]], Awaitable[None]]
 
 
 def utc_now() -> datetime:
@@ -97,6 +107,9 @@ class LpsWorker:
     backoff: Backoff = field(default_factory=lambda: Backoff(base_seconds=0.5, max_seconds=30))
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep
     remember: int = 10_000
+    #: publishes several outcomes as one confirmed message (a bundle); without it, each
+    #: outcome goes alone through ``publish_outcome``
+    publish_outcomes: PublishOutcomes | None = None
     stats: WorkerStats = field(default_factory=WorkerStats)
 
     def __post_init__(self) -> None:
@@ -135,39 +148,63 @@ class LpsWorker:
     # ------------------------------------------------------------------ intake
 
     async def handle(self, delivery: Delivery) -> None:
+        """Take one message: a single request, or a bundle whose items are taken one by
+        one (each settled alone, the message once all are, see ``bundles``)."""
         try:
-            await self._handle(delivery)
+            items = bundle_items(delivery.body, REQUEST_BUNDLE)
+        except BundleRefused as refused:
+            await self._dead_letter(delivery, refused.code, refused.reason)
+            return
+        except Exception:
+            log.exception("request_handling_failed", message_id=delivery.message_id)
+            await self._requeue_later(delivery)
+            return
+        if items is None:
+            await self._handle_one(delivery, partial(parse_request, delivery.body))
+            return
+        await asyncio.gather(
+            *(
+                self._handle_one(item, partial(parse_request_data, item.data))
+                for item in bundles.split(delivery, items)
+            )
+        )
+
+    async def _handle_one(
+        self, delivery: Delivery, parse: Callable[[], ComparisonRequestV1]
+    ) -> None:
+        try:
+            await self._handle(delivery, parse)
         except asyncio.CancelledError:
             raise
         except Exception:
             log.exception("request_handling_failed", message_id=delivery.message_id)
             await self._requeue_later(delivery)
 
-    async def _handle(self, delivery: Delivery) -> None:
+    async def _handle(self, delivery: Delivery, parse: Callable[[], ComparisonRequestV1]) -> None:
         try:
-            message = parse_request(delivery.body)
+            message = parse()
         except ValidationError as error:
             malformed = any(e["type"] == "json_invalid" for e in error.errors())
             code = "malformed_json" if malformed else "schema_violation"
             await self._dead_letter(delivery, code, describe_validation_error(error))
             return
         self.stats.requests += 1
-        with structlog.contextvars.bound_contextvars(
-            batch_id=message.batch_id,
-            comparison_id=message.comparison_id,
-            correlation_id=message.correlation_id,
-        ):
-            confirmed = await self._answer(message)
-            if confirmed:
-                await delivery.ack()
-            else:
+        confirmed = await self._answer(message)
+        if confirmed:
+            await delivery.ack()
+        else:
+            with structlog.contextvars.bound_contextvars(
+                batch_id=message.batch_id,
+                comparison_id=message.comparison_id,
+                correlation_id=message.correlation_id,
+            ):
                 await self._requeue_later(delivery)
 
     async def _answer(self, message: ComparisonRequestV1) -> bool:
         remembered = self._answered.get(message.comparison_id)
         if remembered is not None:
             self.stats.answered_from_memory += 1
-            log.info("request_answered_from_memory")
+            log.info("request_answered_from_memory", **_ids(message))
             return await self._publish(remembered)
         request = self._in_flight.get(message.comparison_id)
         if request is None:
@@ -178,7 +215,7 @@ class LpsWorker:
             self._arrived.set()
         else:
             self.stats.joined_in_flight += 1
-            log.info("request_joined_in_flight_duplicate")
+            log.info("request_joined_in_flight_duplicate", **_ids(message))
         return await asyncio.shield(request.confirmed)
 
     # ------------------------------------------------------------------ gathering
@@ -229,11 +266,7 @@ class LpsWorker:
         results = [False] * len(group)
         try:
             outcomes = await self._run_executor(executor, group)
-            results = list(
-                await asyncio.gather(
-                    *(self._publish_for(r, outcomes.get(r.comparison_id)) for r in group)
-                )
-            )
+            results = await self._publish_group(group, outcomes)
         except Exception:
             log.exception("lps_group_failed", requests=len(group))
         finally:
@@ -263,30 +296,61 @@ class LpsWorker:
                 log.exception("outcome_not_expressible", comparison_id=outcome.request_id)
         return messages
 
-    async def _publish_for(self, request: _Request, outcome: ComparisonOutcomeV1 | None) -> bool:
-        if outcome is None:
+    async def _publish_group(
+        self, group: list[_Request], outcomes: dict[str, ComparisonOutcomeV1]
+    ) -> list[bool]:
+        """Publish the group's outcomes together (one bundle message when there are
+        several); whether each request's outcome was confirmed."""
+        messages = [outcomes[r.comparison_id] for r in group if r.comparison_id in outcomes]
+        if not messages:
+            return [False] * len(group)
+        if len(messages) == 1 or self.publish_outcomes is None:
+            published = await asyncio.gather(*(self._publish(m) for m in messages))
+            confirmed = dict(zip((m.comparison_id for m in messages), published, strict=True))
+        else:
+            ok = await self._publish_many(messages)
+            confirmed = {m.comparison_id: ok for m in messages}
+        for message in messages:
+            if confirmed[message.comparison_id]:
+                self._remember(message)
+        log.info(
+            "outcomes_published",
+            outcomes=len(messages),
+            confirmed=sum(confirmed.values()),
+            failures=sum(1 for m in messages if m.status != "success"),
+            queue_processing_mode=messages[0].queue_processing_mode.value,
+            batch_ids=sorted({m.batch_id for m in messages}),
+            correlation_ids=sorted({m.correlation_id for m in messages}),
+            comparison_ids=[m.comparison_id for m in messages],
+        )
+        return [confirmed.get(r.comparison_id, False) for r in group]
+
+    async def _publish_many(self, messages: list[ComparisonOutcomeV1]) -> bool:
+        assert self.publish_outcomes is not None
+        try:
+            await self.publish_outcomes(messages)
+        except Exception as error:
+            self.stats.publish_failures += 1
+            log.warning(
+                "outcomes_not_confirmed",
+                outcomes=len(messages),
+                batch_ids=sorted({m.batch_id for m in messages}),
+                error=f"{type(error).__name__}: {error}",
+            )
             return False
-        with structlog.contextvars.bound_contextvars(
-            batch_id=outcome.batch_id,
-            comparison_id=outcome.comparison_id,
-            correlation_id=outcome.correlation_id,
-        ):
-            confirmed = await self._publish(outcome)
-            if confirmed:
-                self._remember(outcome)
-                log.info(
-                    "outcome_published",
-                    status=outcome.status,
-                    queue_processing_mode=outcome.queue_processing_mode.value,
-                )
-            return confirmed
+        self.stats.outcomes_published += len(messages)
+        return True
 
     async def _publish(self, outcome: ComparisonOutcomeV1) -> bool:
         try:
             await self.publish_outcome(outcome)
         except Exception as error:
             self.stats.publish_failures += 1
-            log.warning("outcome_not_confirmed", error=f"{type(error).__name__}: {error}")
+            log.warning(
+                "outcome_not_confirmed",
+                error=f"{type(error).__name__}: {error}",
+                **_ids(outcome),
+            )
             return False
         self.stats.outcomes_published += 1
         return True
@@ -320,6 +384,14 @@ class LpsWorker:
     async def _requeue_later(self, delivery: Delivery) -> None:
         await self.sleep(self.backoff.delay(1, self._rng.random()))
         await delivery.nack(requeue=True)
+
+
+def _ids(message: ComparisonRequestV1 | ComparisonOutcomeV1) -> dict[str, str]:
+    return {
+        "batch_id": message.batch_id,
+        "comparison_id": message.comparison_id,
+        "correlation_id": message.correlation_id,
+    }
 
 
 def _compatibility_key(request: QueuedRequest) -> tuple[str, str, str]:

@@ -10,8 +10,9 @@ one that knows both CJ's and LPS's types; the two vocabularies meet here (e.g.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
@@ -23,6 +24,7 @@ from pydantic import (
     Field,
     Tag,
     TypeAdapter,
+    ValidationError,
     field_validator,
     model_validator,
 )
@@ -53,6 +55,7 @@ from infrastructure.edge_types import (
     OptionalName,
     Text,
 )
+from infrastructure.messaging.validation import describe_validation_error
 
 _QUEUE_MODE_BY_BATCHING_MODE = {
     BatchingMode.PER_REQUEST: QueueProcessingMode.PER_REQUEST,
@@ -389,3 +392,88 @@ def raw_answer_of(message: ComparisonOutcomeV1) -> str | None:
     """The provider's raw answer a version-2 outcome carries (``None`` for version 1); CJ
     keeps it in the content store, never in an event."""
     return message.raw_answer if isinstance(message, ComparisonOutcomeV2) else None
+
+
+def parse_request_data(data: Any) -> ComparisonRequestV1:
+    """A request already decoded from JSON (an item of a bundle); raises ``ValidationError``."""
+    return _REQUESTS.validate_python(data)
+
+
+def parse_outcome_data(data: Any) -> ComparisonOutcomeV1:
+    """An outcome already decoded from JSON (an item of a bundle); raises ``ValidationError``."""
+    return _OUTCOMES.validate_python(data)
+
+
+# ---------------------------------------------------------------------- bundles
+#
+# A bundle carries many requests (or many outcomes) in one AMQP message:
+#
+#     {"bundle_version": 1, "kind": "comparison_requests", "items": [{...}, {...}]}
+#
+# Each item is a complete single message of a version above (V1 or V2), validated on its
+# own: one bad item is dead-lettered alone with its reason and never costs its neighbours.
+# A reader tells a bundle from a single message by the ``bundle_version`` key, which no
+# single message has (they forbid extra keys), so single messages keep working unchanged.
+
+BUNDLE_VERSION_KEY = "bundle_version"
+REQUEST_BUNDLE = "comparison_requests"
+OUTCOME_BUNDLE = "comparison_outcomes"
+BUNDLE_MAX_ITEMS = 1000
+REQUEST_BUNDLE_TYPE = "ComparisonRequestBundleV1"
+OUTCOME_BUNDLE_TYPE = "ComparisonOutcomeBundleV1"
+
+
+class BundleV1(_Contract):
+    """The envelope of a bundle; its items are validated one by one afterwards."""
+
+    bundle_version: Literal[1]
+    kind: Literal["comparison_requests", "comparison_outcomes"]
+    items: list[Any] = Field(min_length=1, max_length=BUNDLE_MAX_ITEMS)
+
+
+class BundleRefused(ValueError):
+    """The envelope itself is unusable (the whole message is dead-lettered)."""
+
+    def __init__(self, code: str, reason: str) -> None:
+        super().__init__(reason)
+        self.code = code
+        self.reason = reason
+
+
+_BUNDLE_MARK = b'"' + BUNDLE_VERSION_KEY.encode() + b'"'
+
+
+def bundle_items(body: bytes, kind: str) -> list[Any] | None:
+    """The decoded items if ``body`` is a bundle of ``kind``; ``None`` for a single message.
+
+    Raises ``BundleRefused`` for a bundle whose envelope is wrong (unknown version, other
+    kind, no items, too many). A body that is not JSON is left to the single-message
+    parser, which says so.
+    """
+    if _BUNDLE_MARK not in body:
+        return None
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or BUNDLE_VERSION_KEY not in data:
+        return None
+    if data.get(BUNDLE_VERSION_KEY) != 1:
+        raise BundleRefused(
+            "unsupported_schema_version", "this consumer reads bundle_version 1 only"
+        )
+    try:
+        bundle = BundleV1.model_validate(data)
+    except ValidationError as error:
+        raise BundleRefused("schema_violation", describe_validation_error(error)) from error
+    if bundle.kind != kind:
+        raise BundleRefused(
+            "schema_violation", f"a bundle of {bundle.kind} on the queue for {kind}"
+        )
+    return bundle.items
+
+
+def bundle_body(kind: str, messages: Sequence[_Contract]) -> bytes:
+    """One bundle of ``messages`` (each serialised exactly as it would travel alone)."""
+    head = b'{"bundle_version":1,"kind":"' + kind.encode() + b'","items":['
+    return head + b",".join(m.model_dump_json().encode() for m in messages) + b"]}"

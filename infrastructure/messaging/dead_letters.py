@@ -2,11 +2,12 @@
 
 A consumer that refuses a message (malformed, against the schema, or naming something CJ
 never asked for) republishes the original body, unchanged, to the dead-letter exchange
-with the reason in headers, waits for the broker's confirm, and only then acknowledges
-the original. A crash in between leaves a duplicate in the dead-letter queue, never a
-lost message. Messages RabbitMQ dead-letters by itself (a ``reject``) reach the same queue
-through the work queue's ``x-dead-letter-exchange`` argument; those carry ``x-death``
-instead of our headers.
+with the reason in headers (for an item of a bundle: that item alone, see ``bundles``),
+waits for the broker's confirm, and only then acknowledges the original. A crash in
+between leaves a duplicate in the dead-letter queue, never a lost message. Messages
+RabbitMQ dead-letters by itself (a ``reject``) reach the same queue through the work
+queue's ``x-dead-letter-exchange`` argument; those carry ``x-death`` instead of our
+headers.
 
 Headers are copied as far as AMQP can carry them again: a header that arrived as a
 string that is not UTF-8 (the client library hands it over as ``bytes``, which it then
@@ -120,6 +121,8 @@ class RabbitDeadLetters:
                 DEAD_LETTERED_AT_HEADER: datetime.now(UTC).isoformat(),
             }
         )
+        # an item of a bundle says which one it was (``bundles.BundleItem``)
+        headers.update(getattr(delivery, "dead_letter_headers", {}))
         try:
             await self._publish(delivery, headers)
         except (TypeError, ValueError, UnicodeError) as error:

@@ -19,6 +19,13 @@ How each message is settled:
   never lost;
 * an unexpected error → the group is split and each outcome recorded alone, so only the
   outcome that still fails on its own is dead-lettered (``internal_error``).
+
+A message may also be a bundle of outcomes (``contracts.bundle_items``, what
+``lps-worker`` sends for a group it executed): each item is taken and settled exactly like
+a single message — a bad item dead-lettered alone with its reason, its neighbours
+recorded — and the message is acknowledged once all its items are (``bundles``); if any
+item has to be requeued, the whole message is, and its recorded items come back as
+duplicates.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import random
 import time
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from uuid import UUID
 
@@ -41,8 +49,13 @@ from pydantic import ValidationError
 from application.batches import ConcurrencyExhausted, OutcomeItem, RecordResult, RecordStatus
 from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
+from infrastructure.messaging import bundles
 from infrastructure.messaging.contracts import (
+    OUTCOME_BUNDLE,
+    BundleRefused,
     ComparisonOutcomeV1,
+    bundle_items,
+    parse_outcome_data,
     parse_outcome_message,
     raw_answer_of,
 )
@@ -83,8 +96,17 @@ class ParsedOutcome:
 
 def parse_outcome(body: bytes) -> ParsedOutcome | Refusal:
     """Turn a message body into CJ's outcome, or say precisely why it cannot be one."""
+    return _parsed(parse_outcome_message, body)
+
+
+def parse_outcome_item(data: Any) -> ParsedOutcome | Refusal:
+    """The same for one already decoded item of a bundle."""
+    return _parsed(parse_outcome_data, data)
+
+
+def _parsed(parse: Callable[[Any], ComparisonOutcomeV1], raw: Any) -> ParsedOutcome | Refusal:
     try:
-        message = parse_outcome_message(body)
+        message = parse(raw)
     except ValidationError as error:
         errors = error.errors()
         if any(e["type"] == "json_invalid" for e in errors):
@@ -200,8 +222,22 @@ class OutcomeConsumer:
     # ------------------------------------------------------------------ intake
 
     async def handle(self, delivery: Delivery) -> None:
+        """Take one message: a single outcome, or a bundle whose items are taken one by
+        one (each settled alone, the message once all are, see ``bundles``)."""
         try:
-            parsed = parse_outcome(delivery.body)
+            items = bundle_items(delivery.body, OUTCOME_BUNDLE)
+        except BundleRefused as refused:
+            self._settle_later(self._dead_letter(delivery, refused.code, refused.reason, {}))
+            return
+        if items is None:
+            self._take(delivery, partial(parse_outcome, delivery.body))
+            return
+        for item in bundles.split(delivery, items):
+            self._take(item, partial(parse_outcome_item, item.data))
+
+    def _take(self, delivery: Delivery, parse: Callable[[], ParsedOutcome | Refusal]) -> None:
+        try:
+            parsed = parse()
             if isinstance(parsed, Refusal):
                 self._settle_later(self._dead_letter(delivery, parsed.code, parsed.reason, {}))
                 return

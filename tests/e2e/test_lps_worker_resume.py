@@ -105,7 +105,7 @@ def test_a_killed_worker_resumes_its_provider_batch_job_instead_of_resubmitting(
         outcomes: list[dict[str, object]] = []
 
         def all_answered() -> bool:
-            outcomes.extend(m.json for m in take_all(topology.outcomes_queue_name))
+            outcomes.extend(o for m in take_all(topology.outcomes_queue_name) for o in m.items)
             return len({o["comparison_id"] for o in outcomes}) == 6
 
         wait_for(all_answered, 180, "six outcomes")

@@ -12,7 +12,7 @@ import shutil
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
@@ -130,14 +130,18 @@ def test_serve_and_a_worker_finish_a_batch_in_every_mode(run: Run) -> None:
         assert batch.mode is not None and batch.mode.value == mode
         assert batch.final_status is not None and batch.final_status.value == "scored"
     app.close()
-    published = worker.events("outcome_published")
+    published = worker.events("outcomes_published")  # one line per executed group
     assert {line["queue_processing_mode"] for line in published} == {
         "per_request",
         "serial_bundle",
         "batch_api",
     }
-    assert {line["batch_id"] for line in published} == {str(b) for b in batches.values()}
-    assert all(line.get("correlation_id") for line in published)
+    batch_ids = {b for line in published for b in line["batch_ids"]}
+    assert batch_ids == {str(b) for b in batches.values()}
+    assert all(line["correlation_ids"] and line["comparison_ids"] for line in published)
+    assert all(
+        line["confirmed"] == line["outcomes"] == len(line["comparison_ids"]) for line in published
+    )
     assert serve.terminate() == 0 and worker.terminate() == 0
     assert message_count(run.topology.outcomes_dead_letter_queue_name) == 0
 
@@ -162,6 +166,14 @@ class InTestWorker:
                 await once(outcome)
 
             process.worker.publish_outcome = twice
+            many = process.worker.publish_outcomes
+            assert many is not None
+
+            async def bundle_twice(outcomes: Sequence[ComparisonOutcomeV1]) -> None:
+                await many(outcomes)
+                await many(outcomes)
+
+            process.worker.publish_outcomes = bundle_twice
         for component in process.components:
             await component.start()
         return process

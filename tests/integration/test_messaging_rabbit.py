@@ -17,8 +17,9 @@ from application.batches import BatchApplication, RecordResult, RegisterBatch
 from application.dispatcher import OutboxDispatcher
 from domain.backoff import Backoff
 from domain.batch import CJBatch
+from domain.values import BatchingMode
 from infrastructure.messaging.broker import make_broker, subscribe
-from infrastructure.messaging.contracts import ComparisonOutcomeV1, parse_request
+from infrastructure.messaging.contracts import ComparisonOutcomeV1, parse_request_data
 from infrastructure.messaging.dead_letters import (
     CODE_HEADER,
     REASON_HEADER,
@@ -86,13 +87,39 @@ async def test_the_dispatcher_publishes_each_stored_request_and_then_moves_its_p
     assert sent == len(wave[0].pairs) == 3
     assert dispatcher.position == cj.recorder.max_notification_id()
     taken = await take_all_async(topology.requests_queue_name)
-    messages = [parse_request(m.body) for m in taken]
+    messages = [parse_request_data(item) for m in taken for item in m.items]
     assert {m.schema_version for m in messages} == {2}
     assert sorted(m.comparison_id for m in messages) == sorted(
         p.comparison_id for p in wave[0].pairs
     )
     assert {m.batch_id for m in messages} == {str(batch_id)}
     assert await anyio.to_thread.run_sync(dispatcher.pump) == 0  # nothing is sent twice
+
+
+@pytest.mark.parametrize(
+    ("mode", "messages"),
+    [(BatchingMode.SERIAL_BUNDLE, 1), (BatchingMode.PER_REQUEST, 6)],
+)
+async def test_a_serial_bundle_wave_leaves_as_one_bundle_other_waves_one_message_each(
+    cj: BatchApplication,
+    running_broker: BrokerComponent,
+    topology: Topology,
+    mode: BatchingMode,
+    messages: int,
+) -> None:
+    batch_id = cj.submit(RegisterBatch(f"bundle-{mode.value}", essays(12), requested_mode=mode))
+    wave = next(e for e in cj.batch_events(batch_id) if isinstance(e, CJBatch.ComparisonsRequested))
+    dispatcher = dispatcher_for(cj, running_broker)
+
+    assert await anyio.to_thread.run_sync(dispatcher.pump) == len(wave.pairs) == 6
+
+    taken = await take_all_async(topology.requests_queue_name)
+    assert len(taken) == messages
+    items = [parse_request_data(item) for m in taken for item in m.items]
+    assert sorted(i.comparison_id for i in items) == sorted(p.comparison_id for p in wave.pairs)
+    assert {i.batching_mode for i in items} == {mode}
+    if mode is BatchingMode.SERIAL_BUNDLE:
+        assert taken[0].json["kind"] == "comparison_requests"
 
 
 async def test_an_unroutable_request_fails_the_pump_and_the_position_stays(
@@ -198,6 +225,38 @@ async def test_a_refused_outcome_reaches_the_dead_letter_queue_with_its_reason(
     assert {m.headers[SOURCE_QUEUE_HEADER] for m in dead} == {topology.outcomes_queue_name}
     assert await message_count_async(topology.outcomes_queue_name) == 0
     assert not [e for e in cj.batch_events(batch.id) if isinstance(e, CJBatch.ComparisonCompleted)]
+
+
+async def test_a_bundle_of_outcomes_records_its_items_and_dead_letters_a_bad_one_alone(
+    cj: BatchApplication, running_broker: BrokerComponent, topology: Topology
+) -> None:
+    batch = cj.get_batch(cj.submit(RegisterBatch("bundle-out-1", essays(6))))
+    (first_id, _), (second_id, second) = list(batch.comparisons.items())[:2]
+    good = [
+        json.loads(outcome_for(batch)),
+        json.loads(outcome_for(batch, comparison_id=second_id, request_id=second_id))
+        | {"winner_essay_id": second.pair.essay_b},
+    ]
+    foreign = json.loads(outcome_for(batch, winner_essay_id="essay-77"))
+    body = json.dumps(
+        {"bundle_version": 1, "kind": "comparison_outcomes", "items": [good[0], foreign, good[1]]}
+    ).encode()
+    await publish_raw_async(topology.prefix, OUTCOME_ROUTING_KEY, [body])
+
+    consumer = await run_consumer(
+        topology,
+        cj.record_outcomes,
+        until=lambda c: c.stats.recorded == 2 and c.stats.dead_lettered == 1,
+    )
+
+    assert consumer.stats.dead_lettered == 1
+    (dead,) = await take_all_async(topology.outcomes_dead_letter_queue_name)
+    assert dead.json == foreign  # the bad item alone, not the bundle
+    assert dead.headers[CODE_HEADER] == "winner_not_in_pair"
+    assert dead.headers["x-cjledger-bundle-item"] == 1
+    assert await message_count_async(topology.outcomes_queue_name) == 0  # acked
+    done = [e for e in cj.batch_events(batch.id) if isinstance(e, CJBatch.ComparisonCompleted)]
+    assert sorted(e.outcome.comparison_id for e in done) == sorted([first_id, second_id])
 
 
 async def test_each_process_can_declare_the_topology_again(topology: Topology) -> None:

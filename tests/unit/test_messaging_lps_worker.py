@@ -217,3 +217,87 @@ def test_two_workers_judge_a_comparison_alike() -> None:
     one, two = SeededSimulatedJudge({}, seed=5), SeededSimulatedJudge({}, seed=5)
     two.theta("b")  # a different order of first sight changes nothing
     assert one.judge("c-1", "a", "b") == two.judge("c-1", "a", "b")
+
+
+# ---------------------------------------------------------------------------- bundles
+
+
+class BundleOutbox(Outbox):
+    """Also takes several outcomes as one message (a bundle)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.messages: list[list[str]] = []
+
+    async def publish_many(self, outcomes: Any) -> None:
+        if self.refuse:
+            self.refuse -= 1
+            raise ConnectionError("no confirm from the broker")
+        self.messages.append([o.comparison_id for o in outcomes])
+        self.published.extend(outcomes)
+
+
+def request_bundle(*bodies: bytes | Any) -> bytes:
+    items = [json.loads(b) if isinstance(b, bytes) else b for b in bodies]
+    return json.dumps({"bundle_version": 1, "kind": "comparison_requests", "items": items}).encode()
+
+
+async def test_a_bundle_of_requests_is_answered_by_one_bundle_of_outcomes_then_acked() -> None:
+    outbox = BundleOutbox()
+    worker, (provider,) = make_worker(
+        outbox, gather_window=0.5, publish_outcomes=outbox.publish_many
+    )
+    delivery = FakeDelivery(
+        request_bundle(
+            *(request_body(f"cmp-{i}", essay_a=f"e{i}", essay_b=f"f{i}") for i in range(4))
+        )
+    )
+
+    await run(worker, [delivery])
+
+    assert provider.calls == ["compare_bundle"]
+    assert outbox.messages == [[f"cmp-{i}" for i in range(4)]]
+    assert (delivery.acked, delivery.requeued) == (1, 0)
+
+
+async def test_a_bad_request_in_a_bundle_is_dead_lettered_alone() -> None:
+    outbox = BundleOutbox()
+    dead = FakeDeadLetters()
+    worker, _ = make_worker(
+        outbox, gather_window=0.05, publish_outcomes=outbox.publish_many, dead_letters=dead
+    )
+    same_essays = json.loads(request_body("cmp-bad", essay_a="x", essay_b="x"))
+    delivery = FakeDelivery(
+        request_bundle(
+            request_body("cmp-0", essay_a="e0"), same_essays, request_body("cmp-2", essay_a="e2")
+        )
+    )
+
+    await run(worker, [delivery])
+
+    assert dead.codes == ["schema_violation"]
+    item = dead.sent[0][0]
+    assert json.loads(item.body) == same_essays
+    assert item.message_id == "cmp-bad"
+    assert sorted(o.comparison_id for o in outbox.published) == ["cmp-0", "cmp-2"]
+    assert (delivery.acked, delivery.requeued) == (1, 0)
+
+
+async def test_an_unconfirmed_bundle_of_outcomes_requeues_the_requests_and_is_sent_again() -> None:
+    outbox = BundleOutbox()
+    outbox.refuse = 1
+    worker, (provider,) = make_worker(
+        outbox, gather_window=0.05, publish_outcomes=outbox.publish_many
+    )
+    body = request_bundle(*(request_body(f"cmp-{i}", essay_a=f"e{i}") for i in range(3)))
+    first, again = FakeDelivery(body), FakeDelivery(body)
+
+    await worker.start()
+    await asyncio.wait_for(worker.handle(first), timeout=5)
+    assert (first.acked, first.requeued) == (0, 1)  # back to the queue, whole
+    await asyncio.wait_for(worker.handle(again), timeout=5)  # the redelivery
+    await worker.stop()
+
+    assert again.acked == 1
+    assert sorted(o.comparison_id for o in outbox.published) == ["cmp-0", "cmp-1", "cmp-2"]
+    assert provider.calls.count("compare_bundle") == 2  # nothing was confirmed the first time

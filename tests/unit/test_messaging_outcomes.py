@@ -371,3 +371,103 @@ async def test_a_version_2_outcome_leaves_its_prose_and_raw_answer_in_the_conten
     assert event.justification_ref == comparison_id
     assert event.outcome.success is not None and event.outcome.success.justification == ""
     app.close()
+
+
+# ---------------------------------------------------------------------------- bundles
+
+
+def bundle_of(*items: bytes | Any) -> bytes:
+    decoded = [json.loads(i) if isinstance(i, bytes) else i for i in items]
+    return json.dumps(
+        {"bundle_version": 1, "kind": "comparison_outcomes", "items": decoded}
+    ).encode()
+
+
+async def test_a_bundle_is_recorded_in_one_group_and_acknowledged_once(
+    cj: BatchApplication,
+) -> None:
+    batch = started_batch(cj, n=8)
+    delivery = FakeDelivery(bundle_of(*(outcome_body(batch, i) for i in range(4))))
+    recorder = CountingRecorder(cj.record_outcomes)
+
+    await handle_all(consumer_for(recorder, FakeDeadLetters()), [delivery])
+
+    assert recorder.calls == [4]
+    assert (delivery.acked, delivery.requeued, delivery.rejected) == (1, 0, 0)
+    assert {o.comparison_id for o in completed(cj, batch.id)} == set(list(batch.comparisons)[:4])
+
+
+async def test_a_bad_item_is_dead_lettered_alone_and_its_neighbours_recorded(
+    cj: BatchApplication,
+) -> None:
+    batch = started_batch(cj, n=8)
+    foreign = json.loads(outcome_body(batch, 1, winner_essay_id="essay-99"))
+    delivery = FakeDelivery(
+        bundle_of(outcome_body(batch, 0), {"not": "an outcome"}, foreign, outcome_body(batch, 2))
+    )
+    dead = FakeDeadLetters()
+
+    await handle_all(consumer_for(cj.record_outcomes, dead), [delivery])
+
+    assert sorted(dead.codes) == ["schema_violation", "winner_not_in_pair"]
+    by_code = {code: (item, reason) for item, code, reason in dead.sent}
+    item, reason = by_code["winner_not_in_pair"]
+    assert json.loads(item.body) == foreign  # the item alone is the dead letter's body
+    assert item.dead_letter_headers == {"x-cjledger-bundle-item": 2}
+    assert "essay-99" in reason
+    assert delivery.acked == 1  # every item settled: the message is done
+    recorded = {o.comparison_id for o in completed(cj, batch.id)}
+    ids = list(batch.comparisons)
+    assert recorded == {ids[0], ids[2]}
+
+
+async def test_a_bundle_met_by_an_unreachable_store_is_requeued_whole_never_acked(
+    cj: BatchApplication,
+) -> None:
+    batch = started_batch(cj)
+
+    def store_down(items: Sequence[Any]) -> list[RecordResult]:
+        raise OperationalError("could not connect to server")
+
+    delivery = FakeDelivery(bundle_of(*(outcome_body(batch, i) for i in range(3))))
+    await handle_all(consumer_for(store_down, FakeDeadLetters()), [delivery])
+
+    assert (delivery.acked, delivery.requeued, delivery.rejected) == (0, 1, 0)
+
+
+async def test_a_redelivered_bundle_records_nothing_twice(cj: BatchApplication) -> None:
+    batch = started_batch(cj, n=8)
+    body = bundle_of(*(outcome_body(batch, i) for i in range(3)))
+    first, again = FakeDelivery(body), FakeDelivery(body)
+    consumer = consumer_for(cj.record_outcomes, FakeDeadLetters())
+
+    await handle_all(consumer, [first])
+    events_before = len(cj.batch_events(batch.id))
+    await handle_all(consumer, [again])
+
+    assert first.acked == again.acked == 1
+    assert consumer.stats.duplicates == 3
+    assert len(cj.batch_events(batch.id)) == events_before
+
+
+@pytest.mark.parametrize(
+    ("envelope", "code"),
+    [
+        ({"bundle_version": 2, "kind": "comparison_outcomes", "items": [{}]}, "unsupported"),
+        ({"bundle_version": 1, "kind": "comparison_outcomes", "items": []}, "schema_violation"),
+        ({"bundle_version": 1, "kind": "comparison_requests", "items": [{}]}, "schema_violation"),
+    ],
+)
+async def test_an_unusable_bundle_envelope_is_dead_lettered_whole(
+    envelope: dict[str, Any], code: str
+) -> None:
+    delivery = FakeDelivery(json.dumps(envelope).encode())
+    dead = FakeDeadLetters()
+    app = BatchApplication(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    try:
+        await handle_all(consumer_for(app.record_outcomes, dead), [delivery])
+    finally:
+        app.close()
+    assert len(dead.sent) == 1 and dead.sent[0][0] is delivery
+    assert dead.codes[0].startswith(code)
+    assert delivery.acked == 1
