@@ -17,6 +17,7 @@ Each edge validates with these once, so nothing downstream has to.
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from typing import Annotated
 
@@ -30,7 +31,13 @@ MESSAGE_MAX_CHARS = 4000
 MAX_COUNT = 2**31 - 1
 
 
+#: exactly the characters of Unicode categories Cc (C0, DEL, C1) and Cs (surrogates)
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _control_characters(value: str, allowed: str = "") -> list[str]:
+    if _CONTROL.search(value) is None:
+        return []  # the common case, without a Python-level loop over every character
     return sorted(
         {
             f"U+{ord(ch):04X}"

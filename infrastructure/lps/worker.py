@@ -37,7 +37,7 @@ from pydantic import ValidationError
 from application.lps import QueuedRequestExecutor
 from domain.backoff import Backoff
 from domain.lps import MAX_BUNDLE_SIZE, QueuedRequest, QueueProcessingMode, bundle_limit
-from infrastructure.messaging import bundles
+from infrastructure.messaging.bundles import BundleItem, split_bundle
 from infrastructure.messaging.contracts import (
     REQUEST_BUNDLE,
     BundleRefused,
@@ -162,12 +162,35 @@ class LpsWorker:
         if items is None:
             await self._handle_one(delivery, partial(parse_request, delivery.body))
             return
-        await asyncio.gather(
-            *(
-                self._handle_one(item, partial(parse_request_data, item.data))
-                for item in bundles.split(delivery, items)
-            )
-        )
+        await self._handle_bundle(split_bundle(delivery, items))
+
+    async def _handle_bundle(self, items: list[BundleItem]) -> None:
+        """Every item joins the intake at once; one wait for all their confirms (no task
+        per item); the rare item that needs more (a dead letter, a remembered answer, a
+        parse that failed unexpectedly) goes through the single-message path."""
+        waiting: list[tuple[BundleItem, asyncio.Future[bool]]] = []
+        others = []
+        for item in items:
+            try:
+                message = parse_request_data(item.data)
+            except Exception:
+                others.append(self._handle_one(item, partial(parse_request_data, item.data)))
+                continue
+            confirmed = self._join(message)
+            if confirmed is None:
+                others.append(self._handle_one(item, lambda message=message: message))
+            else:
+                self.stats.requests += 1
+                waiting.append((item, confirmed))
+        if waiting:
+            await asyncio.wait([confirmed for _, confirmed in waiting])
+        requeue = []
+        for item, confirmed in waiting:
+            if confirmed.result():
+                await item.ack()
+            else:
+                requeue.append(self._requeue_later(item))
+        await asyncio.gather(*others, *requeue)
 
     async def _handle_one(
         self, delivery: Delivery, parse: Callable[[], ComparisonRequestV1]
@@ -206,6 +229,16 @@ class LpsWorker:
             self.stats.answered_from_memory += 1
             log.info("request_answered_from_memory", **_ids(message))
             return await self._publish(remembered)
+        confirmed = self._join(message)
+        assert confirmed is not None
+        return await asyncio.shield(confirmed)
+
+    def _join(self, message: ComparisonRequestV1) -> asyncio.Future[bool] | None:
+        """Add the request to the intake (or to the same comparison already in flight);
+        the future says whether its outcome was confirmed. ``None``: it was answered
+        recently, and the remembered outcome has to be published again (``_answer``)."""
+        if message.comparison_id in self._answered:
+            return None
         request = self._in_flight.get(message.comparison_id)
         if request is None:
             future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
@@ -216,7 +249,7 @@ class LpsWorker:
         else:
             self.stats.joined_in_flight += 1
             log.info("request_joined_in_flight_duplicate", **_ids(message))
-        return await asyncio.shield(request.confirmed)
+        return request.confirmed
 
     # ------------------------------------------------------------------ gathering
 

@@ -107,7 +107,7 @@ class BundleItem:
         await self._report(Verdict.REQUEUE if requeue else Verdict.REJECT)
 
 
-def split(delivery: Delivery, items: list[Any]) -> list[BundleItem]:
+def split_bundle(delivery: Delivery, items: list[Any]) -> list[BundleItem]:
     """The items of ``delivery`` (a bundle), each reporting to one settlement."""
     settlement = BundleSettlement(delivery, len(items))
     return [

@@ -114,21 +114,27 @@ class ComparisonRequestV1(_Contract):
         request: ComparisonRequest,
         overrides: Mapping[str, OverrideValue] | None = None,
     ) -> ComparisonRequestV1:
-        return cls(
-            comparison_id=request.comparison_id,
-            batch_id=request.batch_id,
-            wave_number=request.wave_number,
-            essay_a=request.essay_a,
-            essay_b=request.essay_b,
-            provider=request.provider,
-            model=request.model,
-            batching_mode=request.batching_mode,
-            preferred_bundle_size=request.preferred_bundle_size,
-            requested_at=request.requested_at,
-            deadline_at=request.deadline_at,
-            correlation_id=request.correlation_id,
-            overrides=dict(overrides) if overrides is not None else None,
-        )
+        return cls.model_validate(cls._fields_of(request, overrides))
+
+    @staticmethod
+    def _fields_of(
+        request: ComparisonRequest, overrides: Mapping[str, OverrideValue] | None
+    ) -> dict[str, Any]:
+        return {
+            "comparison_id": request.comparison_id,
+            "batch_id": request.batch_id,
+            "wave_number": request.wave_number,
+            "essay_a": request.essay_a,
+            "essay_b": request.essay_b,
+            "provider": request.provider,
+            "model": request.model,
+            "batching_mode": request.batching_mode,
+            "preferred_bundle_size": request.preferred_bundle_size,
+            "requested_at": request.requested_at,
+            "deadline_at": request.deadline_at,
+            "correlation_id": request.correlation_id,
+            "overrides": dict(overrides) if overrides is not None else None,
+        }
 
     def texts(self) -> dict[str, str]:
         """What the judge reads. Version 1 carries no texts."""
@@ -174,16 +180,12 @@ class ComparisonRequestV2(ComparisonRequestV1):
         request: ComparisonRequest,
         overrides: Mapping[str, OverrideValue] | None = None,
     ) -> ComparisonRequestV2:
-        v1 = ComparisonRequestV1.from_request(request, overrides).model_dump(
-            exclude={"schema_version"}
-        )
-        return cls(
-            **v1,
-            essay_a_text=request.essay_a_text,
-            essay_b_text=request.essay_b_text,
-            instructions=request.instructions,
-            rubric=request.rubric,
-        )
+        fields = cls._fields_of(request, overrides)  # validated once, as version 2
+        fields["essay_a_text"] = request.essay_a_text
+        fields["essay_b_text"] = request.essay_b_text
+        fields["instructions"] = request.instructions
+        fields["rubric"] = request.rubric
+        return cls.model_validate(fields)
 
     def texts(self) -> dict[str, str]:
         return {
@@ -251,6 +253,10 @@ class ComparisonOutcomeV1(_Contract):
 
     @classmethod
     def from_outcome(cls, outcome: RequestOutcome) -> ComparisonOutcomeV1:
+        return cls.model_validate(cls._fields_of(outcome))
+
+    @staticmethod
+    def _fields_of(outcome: RequestOutcome) -> dict[str, Any]:
         common = {
             "request_id": outcome.request_id,
             "batch_id": outcome.batch_id,
@@ -262,30 +268,26 @@ class ComparisonOutcomeV1(_Contract):
         }
         if outcome.success is not None:
             s = outcome.success
-            return cls.model_validate(
-                {
-                    **common,
-                    "status": "success",
-                    "winner_essay_id": s.winner_id,
-                    "confidence": s.confidence,
-                    "justification": s.justification,
-                    "usage": {
-                        "prompt_tokens": s.prompt_tokens,
-                        "completion_tokens": s.completion_tokens,
-                    },
-                    "cost_usd": s.cost_usd,
-                    "latency_ms": s.latency_ms,
-                }
-            )
+            return {
+                **common,
+                "status": "success",
+                "winner_essay_id": s.winner_id,
+                "confidence": s.confidence,
+                "justification": s.justification,
+                "usage": {
+                    "prompt_tokens": s.prompt_tokens,
+                    "completion_tokens": s.completion_tokens,
+                },
+                "cost_usd": s.cost_usd,
+                "latency_ms": s.latency_ms,
+            }
         assert outcome.failure is not None
         f = outcome.failure
-        return cls.model_validate(
-            {
-                **common,
-                "status": "failure",
-                "error": {"code": f.error_code, "message": f.message, "retryable": f.retryable},
-            }
-        )
+        return {
+            **common,
+            "status": "failure",
+            "error": {"code": f.error_code, "message": f.message, "retryable": f.retryable},
+        }
 
     @property
     def queue_mode(self) -> QueueProcessingMode:
@@ -340,19 +342,17 @@ class ComparisonOutcomeV2(ComparisonOutcomeV1):
 
     @classmethod
     def from_outcome(cls, outcome: RequestOutcome) -> ComparisonOutcomeV2:
-        v1 = ComparisonOutcomeV1.from_outcome(outcome).model_dump(exclude={"schema_version"})
+        fields = cls._fields_of(outcome)  # validated once, as version 2
         detail = outcome.success if outcome.success is not None else outcome.failure
         assert detail is not None
         if outcome.failure is not None:
-            v1["usage"] = {
+            fields["usage"] = {
                 "prompt_tokens": outcome.failure.prompt_tokens,
                 "completion_tokens": outcome.failure.completion_tokens,
             }
-        return cls(
-            **v1,
-            raw_answer=detail.raw_answer,
-            prompt_template_version=detail.prompt_template_version,
-        )
+        fields["raw_answer"] = detail.raw_answer
+        fields["prompt_template_version"] = detail.prompt_template_version
+        return cls.model_validate(fields)
 
     @property
     def raw(self) -> str | None:

@@ -49,7 +49,7 @@ from pydantic import ValidationError
 from application.batches import ConcurrencyExhausted, OutcomeItem, RecordResult, RecordStatus
 from domain.backoff import Backoff
 from domain.values import ComparisonOutcome
-from infrastructure.messaging import bundles
+from infrastructure.messaging.bundles import split_bundle
 from infrastructure.messaging.contracts import (
     OUTCOME_BUNDLE,
     BundleRefused,
@@ -232,7 +232,7 @@ class OutcomeConsumer:
         if items is None:
             self._take(delivery, partial(parse_outcome, delivery.body))
             return
-        for item in bundles.split(delivery, items):
+        for item in split_bundle(delivery, items):
             self._take(item, partial(parse_outcome_item, item.data))
 
     def _take(self, delivery: Delivery, parse: Callable[[], ParsedOutcome | Refusal]) -> None:

@@ -23,6 +23,7 @@ NEUTRAL = (
     "infrastructure.logging",
     "infrastructure.metrics",
     "infrastructure.messaging.broker",
+    "infrastructure.messaging.bundles",
     "infrastructure.messaging.dead_letters",
     "infrastructure.messaging.topology",
     "infrastructure.messaging.validation",
