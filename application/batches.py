@@ -19,11 +19,11 @@ from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from uuid import UUID
 
 import structlog
-from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.application import AggregateNotFoundError, Application, project_aggregate
 from eventsourcing.domain import DomainEventProtocol, MutableOrImmutableAggregate
 from eventsourcing.persistence import EventStore, IntegrityError, JSONTranscoder, Recording
 from eventsourcing.utils import get_topic, resolve_topic
@@ -249,6 +249,31 @@ class UnitOfWork:
             return None
         self._loaded[batch_id] = batch
         return batch
+
+    def load_many(self, batch_ids: Iterable[UUID]) -> None:
+        """Bring every cached batch among ``batch_ids`` up to date with one query, so a
+        consumer's group that touches thirty batches does not make thirty round trips
+        (``load`` then returns them as they are). Needs a store that can select several
+        aggregates' new events at once (PostgreSQL here); elsewhere ``load`` catches each
+        batch up by itself."""
+        cache = self.app.repository.cache
+        select_after = getattr(self.app.recorder, "select_events_after", None)
+        if cache is None or select_after is None:
+            return
+        cached: dict[UUID, CJBatch] = {}
+        for batch_id in batch_ids:
+            if batch_id not in self._loaded:
+                with suppress(KeyError):
+                    cached[batch_id] = cast(CJBatch, cache.get(batch_id))
+        if not cached:
+            return
+        newer = select_after({batch_id: batch.version for batch_id, batch in cached.items()})
+        mapper = self.app.mapper
+        for batch_id, batch in cached.items():
+            events = [mapper.to_domain_event(stored) for stored in newer.get(batch_id, ())]
+            if events:  # the cached batch itself, changed in place (versions checked)
+                project_aggregate(batch, events)
+            self._loaded[batch_id] = batch
 
     def add(self, batch: CJBatch) -> None:
         """A batch created by this command."""
@@ -550,10 +575,7 @@ class BatchApplication(Application[UUID]):
         content store in the same transaction as the ``ComparisonCompleted`` that refers
         to them; the event itself carries neither.
         """
-        answers = dict(raw_answers or {})
-        for item in items:  # (batch id, outcome, raw answer) as LPS sent it
-            if len(item) > 2 and item[2] is not None:
-                answers[item[1].comparison_id] = item[2]
+        answers = raw_answers or {}
         by_batch: dict[UUID, list[int]] = {}
         for index, item in enumerate(items):
             batch_id = item[0]
@@ -562,6 +584,7 @@ class BatchApplication(Application[UUID]):
         def record(uow: UnitOfWork) -> list[RecordResult]:
             results: list[RecordResult | None] = [None] * len(items)
             now = self.clock()
+            uow.load_many(by_batch)
             for batch_id, indexes in by_batch.items():
                 batch = uow.load(batch_id)
                 for i in indexes:
@@ -572,7 +595,7 @@ class BatchApplication(Application[UUID]):
                             f"batch {batch_id} does not exist",
                         )
                         if batch is None
-                        else self._apply_outcome(uow, batch, items[i][1], answers, now)
+                        else self._apply_outcome(uow, batch, items[i], answers, now)
                     )
             return [r for r in results if r is not None]
 
@@ -688,13 +711,18 @@ class BatchApplication(Application[UUID]):
         self,
         uow: UnitOfWork,
         batch: CJBatch,
-        outcome: ComparisonOutcome,
+        item: OutcomeItem,
         raw_answers: Mapping[str, str | None],
         now: datetime,
     ) -> RecordResult:
         """Record one outcome with its prose moved out of the event into the content store
-        (dropped, never stored, when it concerns an essay erased meanwhile)."""
-        raw_answer = raw_answers.get(outcome.comparison_id)
+        (dropped, never stored, when it concerns an essay erased meanwhile). The raw answer
+        is the one that came with this outcome (a duplicate's never replaces it), else the
+        one ``raw_answers`` holds for its comparison."""
+        outcome = item[1]
+        raw_answer = item[2] if len(item) > 2 else None
+        if raw_answer is None:
+            raw_answer = raw_answers.get(outcome.comparison_id)
         justification = outcome.success.justification if outcome.success else ""
         if outcome.success is not None and justification:
             outcome = replace(outcome, success=replace(outcome.success, justification=""))

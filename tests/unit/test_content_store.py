@@ -329,3 +329,31 @@ def test_comparison_completed_version_1_rows_still_load(
     )
     assert other.get_batch(batch_id).final_scores == app.get_batch(batch_id).final_scores
     other.close()
+
+
+def test_a_group_of_outcomes_stores_every_answer_once_with_its_own_raw_answer(
+    make_app: AppFactory,
+) -> None:
+    """A consumer's group goes to the content store in one statement: each recorded
+    outcome's prose lands under its own comparison, a missing raw answer stays missing,
+    and a duplicate in the same group does not replace the first answer."""
+    app = make_app()
+    batch_id = register(app)
+    transport = InProcessTransport()
+    OutboxDispatcher(app, transport, position_store_for(app)).pump()
+    first, second = QuotingJudge()(transport.take_all())[:2]
+    assert first[1].success is not None
+    again = replace(first[1], success=replace(first[1].success, justification="other"))
+    group = [
+        (first[0], first[1], "RAW one"),
+        (second[0], second[1], None),
+        (first[0], again, "RAW again"),
+    ]
+    statuses = [r.status.value for r in app.record_outcomes(group)]
+    assert statuses == ["recorded", "recorded", "duplicate"]
+    stored = app.require_content().answers(str(batch_id))
+    assert set(stored) == {first[1].comparison_id, second[1].comparison_id}
+    for (_, outcome), raw in ((first, "RAW one"), (second, None)):
+        assert outcome.success is not None
+        assert stored[outcome.comparison_id].justification == outcome.success.justification
+        assert stored[outcome.comparison_id].raw_answer == raw

@@ -339,6 +339,47 @@ def test_a_conflicting_save_evicts_the_cached_batch_and_retries_on_stored_state(
     assert vars(one.get_batch(batch_id)) == vars(stored)
 
 
+def test_a_group_catches_up_batches_another_process_changed_without_a_conflict(
+    open_app: Any,
+) -> None:
+    """Two processes share three batches. One records a group over all three after the
+    other appended to two of them: its cached batches are brought up to date before the
+    outcomes apply (on PostgreSQL with one query for the whole group), so the save
+    succeeds at once and every batch equals its replay."""
+    one, other = open_app(), open_app()
+    ids = [one_wave(one, f"shared-{i}", n=6, cap=10) for i in range(3)]
+    pairs = {batch_id: open_pairs(one, batch_id) for batch_id in ids}
+    one.record_outcomes([(batch_id, win(pairs[batch_id][0])) for batch_id in ids])  # cached
+    other.record_outcomes([(batch_id, win(pairs[batch_id][1])) for batch_id in ids[:2]])
+
+    saves: list[int] = []
+    real_save = one.save
+
+    def counting_save(*objs: Any, **kwargs: Any) -> Any:
+        saves.append(len(objs))
+        return real_save(*objs, **kwargs)
+
+    one.save = counting_save
+    selects: list[Any] = []
+    real_select = one.recorder.select_events
+
+    def counting_select(*args: Any, **kwargs: Any) -> Any:
+        selects.append(args)
+        return real_select(*args, **kwargs)
+
+    one.recorder.select_events = counting_select
+    results = one.record_outcomes([(batch_id, win(pairs[batch_id][2])) for batch_id in ids])
+    assert [r.status.value for r in results] == ["recorded"] * 3
+    assert saves == [3], "one save, no lost race to retry"
+    if hasattr(one.recorder, "select_events_after"):  # PostgreSQL: one query for the group
+        assert selects == []
+    replayed = open_app(REPLAY_ONLY)
+    for batch_id in ids:
+        stored = replayed.get_batch(batch_id)
+        assert stored.successes == (3 if batch_id in ids[:2] else 2)
+        assert vars(one.get_batch(batch_id)) == vars(stored)
+
+
 def test_a_save_that_keeps_failing_leaves_the_cache_holding_only_stored_state(
     open_app: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
