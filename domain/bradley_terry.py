@@ -63,6 +63,10 @@ class PairwiseCounts:
     def differences(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
         return theta[self.first] - theta[self.second]
 
+    def at(self, theta: NDArray[np.float64]) -> Point:
+        """What the objective's pieces need at ``theta``, computed once per Newton step."""
+        return Point(self, theta)
+
     def loss_change(self, theta: NDArray[np.float64], move: NDArray[np.float64]) -> float:
         """``NLL(theta + move) - NLL(theta)``, computed without cancellation.
 
@@ -114,6 +118,56 @@ class PairwiseCounts:
         return sparse.csr_matrix((values, (rows, cols)), shape=(self.n, self.n))
 
 
+class Point:
+    """One point ``theta`` of a fit, with the per-pair values every evaluation there
+    shares: the score differences and both sigmoids (computed from one ``exp``).
+
+    A Newton step evaluates the gradient and information at ``theta`` and then the
+    objective change of one or more trial moves from it (the line search); with the
+    shared values each of those costs a fraction of what recomputing them did. Every
+    figure equals, bit for bit, what ``PairwiseCounts.gradient_and_information`` and
+    ``PairwiseCounts.loss_change`` compute.
+    """
+
+    def __init__(self, counts: PairwiseCounts, theta: NDArray[np.float64]) -> None:
+        self.counts = counts
+        self.theta = theta
+        d = counts.differences(theta)
+        e = np.exp(-np.abs(d))
+        up, down = 1.0 / (1.0 + e), e / (1.0 + e)
+        self.d = d
+        self.sigmoid = np.where(d >= 0, up, down)  # _sigmoid(d)
+        self.sigmoid_of_negated = np.where(d <= 0, up, down)  # _sigmoid(-d)
+        self._softplus: tuple[NDArray[np.float64], NDArray[np.float64]] | None = None
+
+    def gradient_and_information(self) -> tuple[NDArray[np.float64], NDArray[np.float64]]:
+        counts = self.counts
+        p = self.sigmoid
+        per_pair = counts.total * p - counts.first_wins
+        gradient = _weighted_degree(counts.first, per_pair, counts.n) - _weighted_degree(
+            counts.second, per_pair, counts.n
+        )
+        return gradient, counts.total * p * (1.0 - p)
+
+    def loss_change(self, move: NDArray[np.float64]) -> float:
+        """``PairwiseCounts.loss_change(theta, move)``. The cancellation-free form applies
+        where a pair's difference moves by less than 1 (``_softplus_change``); only if
+        some pair moves further are the direct differences of softplus computed."""
+        counts = self.counts
+        dd = counts.differences(move)
+        small = np.abs(dd) < 1.0
+        first = np.log1p(np.expm1(np.where(small, -dd, 0.0)) * self.sigmoid_of_negated)
+        second = np.log1p(np.expm1(np.where(small, dd, 0.0)) * self.sigmoid)
+        if not small.all():
+            if self._softplus is None:
+                self._softplus = (np.logaddexp(0.0, -self.d), np.logaddexp(0.0, self.d))
+            of_negated, of_d = self._softplus
+            first = np.where(small, first, np.logaddexp(0.0, -self.d + -dd) - of_negated)
+            second = np.where(small, second, np.logaddexp(0.0, self.d + dd) - of_d)
+        change = counts.first_wins * first + counts.second_wins * second
+        return float(np.sum(change))
+
+
 def _weighted_degree(
     index: NDArray[np.intp], weights: NDArray[np.float64], n: int
 ) -> NDArray[np.float64]:
@@ -158,11 +212,12 @@ def fit(
         theta = np.asarray(start, dtype=np.float64) - float(np.mean(start))
     counts = PairwiseCounts(n, winners, losers)
 
-    def objective_change(at: NDArray[np.float64], move: NDArray[np.float64]) -> float:
-        return counts.loss_change(at, move) + ridge * float(move @ (2.0 * at + move))
+    def objective_change(at: Point, move: NDArray[np.float64]) -> float:
+        return at.loss_change(move) + ridge * float(move @ (2.0 * at.theta + move))
 
     for _ in range(_MAX_NEWTON_STEPS):
-        gradient, information = counts.gradient_and_information(theta)
+        point = counts.at(theta)
+        gradient, information = point.gradient_and_information()
         gradient += 2.0 * ridge * theta
         step = _newton_step(counts, information, gradient, ridge)
         # Every comparison pushes its two essays equally and oppositely, so the optimum has
@@ -176,7 +231,7 @@ def fit(
             return theta - float(np.mean(theta))
         decrement = float(gradient @ step)  # predicted decrease of a full step, times two
         fraction = 1.0
-        while objective_change(theta, -fraction * step) > -0.25 * fraction * decrement:
+        while objective_change(point, -fraction * step) > -0.25 * fraction * decrement:
             fraction *= 0.5
             if fraction < _SMALLEST_STEP_FRACTION:
                 return theta - float(np.mean(theta))

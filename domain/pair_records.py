@@ -36,8 +36,7 @@ class PairRecord:
 
     @property
     def key(self) -> Key:
-        a, b = sorted((self.essay_a, self.essay_b))
-        return (a, b)
+        return key_of(self.essay_a, self.essay_b)
 
 
 def count_available_pairs(

@@ -88,8 +88,9 @@ def generate_wave(
         )
         chosen = [(key, None) for key in keys]
     oriented = orient(chosen, history, rng)
+    namespace = UUID(batch_id)  # parsed once per wave: ids as ``comparison_id_for`` makes them
     return tuple(
-        Pair(comparison_id_for(batch_id, wave_number, index), a, b)
+        Pair(str(uuid5(namespace, f"wave-{wave_number}-{index}")), a, b)
         for index, (a, b) in enumerate(oriented)
     )
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from domain.scoring import fit_bradley_terry
+from domain.scoring import fit_scores
 from domain.values import ScoringResult
 
 SPLITS = 10
@@ -199,13 +199,8 @@ def split_half_reliability(
         order = list(range(len(results)))
         random.Random(f"{seed}:split-half:{split}").shuffle(order)
         half = len(order) // 2
-        first = fit_bradley_terry(
-            essay_ids, [results[i] for i in order[:half]], ridge, with_standard_errors=False
-        )
-        second = fit_bradley_terry(
-            essay_ids, [results[i] for i in order[half:]], ridge, with_standard_errors=False
-        )
-        a, b = first.score_map(), second.score_map()
+        a = fit_scores(essay_ids, [results[i] for i in order[:half]], ridge)
+        b = fit_scores(essay_ids, [results[i] for i in order[half:]], ridge)
         x = np.array([a[e] for e in essay_ids])
         y = np.array([b[e] for e in essay_ids])
         if np.std(x) == 0 or np.std(y) == 0:

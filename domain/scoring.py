@@ -121,6 +121,23 @@ def fit_bradley_terry(
     return ScoringResult(scores=scores, reliability=reliability)
 
 
+def fit_scores(
+    essay_ids: Sequence[str],
+    results: Sequence[tuple[str, str]],
+    ridge: float = DEFAULT_RIDGE,
+) -> dict[str, float]:
+    """The scores ``fit_bradley_terry(..., with_standard_errors=False)`` gives, by essay id,
+    without ranks or per-essay records: for callers that fit many times and read only the
+    scores (split-half reliability fits twenty halves). Same checks, same arithmetic, the
+    very same numbers."""
+    if not (np.isfinite(ridge) and ridge >= MIN_RIDGE):
+        raise ValueError(f"ridge must be a finite number >= {MIN_RIDGE:g}, got {ridge!r}")
+    ids = _canonical_ids(essay_ids)
+    winners, losers = _index_results(ids, results)
+    theta = fit(len(ids), winners, losers, ridge, None)
+    return {essay_id: float(t) + 0.0 for essay_id, t in zip(ids, theta, strict=True)}
+
+
 def competition_ranks(scores_best_first: Sequence[float]) -> list[int]:
     """Competition ranking ("1224"): tied scores share the best rank among them and the
     next score's rank counts everyone above it."""

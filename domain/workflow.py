@@ -25,6 +25,7 @@ from domain.continuation import (
     wants_another_wave,
     when_pairing_finds_nothing,
 )
+from domain.pair_records import PairRecord
 from domain.pairing import count_available_pairs, generate_wave, success_coverage
 from domain.quality import BatchQuality, assess, split_half_reliability
 from domain.scoring import fit_bradley_terry
@@ -106,10 +107,14 @@ def current_scores(batch: CJBatch, *, with_standard_errors: bool = True) -> Scor
     )
 
 
-def build_context(batch: CJBatch, scores: ScoringResult) -> ContinuationContext:
-    """The facts ``decide`` needs, taken from the batch's state and a fresh BT fit."""
+def build_context(
+    batch: CJBatch, scores: ScoringResult, history: list[PairRecord] | None = None
+) -> ContinuationContext:
+    """The facts ``decide`` needs, taken from the batch's state and a fresh BT fit
+    (``history``: the batch's ``pair_history()``, if the caller has it already)."""
     essay_ids = [e.essay_id for e in batch.essays]
-    history = batch.pair_history()
+    if history is None:
+        history = batch.pair_history()
     given_up = given_up_pairs(history, batch.policy)
     ssr = split_half = None
     if batch.policy.reliability_target is not None and batch.mode is not PROVIDER_BATCH:
@@ -155,7 +160,8 @@ def _decide_and_carry_out(
     policy = batch.policy
     # the reliability stopping rule reads SSR, hence standard errors
     scores = current_scores(batch, with_standard_errors=policy.reliability_target is not None)
-    ctx = build_context(batch, scores)
+    history = batch.pair_history()  # read by the context and by the next wave's plan
+    ctx = build_context(batch, scores, history)
     if pairing_found_nothing:
         ctx, guarded = when_pairing_finds_nothing(ctx, mode, policy)
     else:
@@ -166,7 +172,9 @@ def _decide_and_carry_out(
 
     next_pairs: tuple[Pair, ...] = ()
     if wants_another_wave(guarded.final):
-        next_pairs = _plan_wave(batch, mode, _generation(guarded.final.kind), scores.score_map())
+        next_pairs = _plan_wave(
+            batch, mode, _generation(guarded.final.kind), scores.score_map(), history
+        )
         if not next_pairs:
             ctx, guarded = when_pairing_finds_nothing(ctx, mode, policy)
 
@@ -214,9 +222,14 @@ def _generation(kind: DecisionKind) -> GenerationMode:
 
 
 def _plan_wave(
-    batch: CJBatch, mode: BatchingMode, generation: GenerationMode, scores: dict[str, float]
+    batch: CJBatch,
+    mode: BatchingMode,
+    generation: GenerationMode,
+    scores: dict[str, float],
+    history: list[PairRecord] | None = None,
 ) -> tuple[Pair, ...]:
-    history = batch.pair_history()
+    if history is None:
+        history = batch.pair_history()
     return generate_wave(
         batch_id=str(batch.id),
         seed=batch.seed,
