@@ -150,11 +150,15 @@ class Point:
         return gradient, counts.total * p * (1.0 - p)
 
     def loss_change(self, move: NDArray[np.float64]) -> float:
-        """``PairwiseCounts.loss_change(theta, move)``. The cancellation-free form applies
-        where a pair's difference moves by less than 1 (``_softplus_change``); only if
-        some pair moves further are the direct differences of softplus computed."""
+        """``PairwiseCounts.loss_change(theta, move)``."""
+        return float(np.sum(self.pair_changes(self.counts.differences(move))))
+
+    def pair_changes(self, dd: NDArray[np.float64]) -> NDArray[np.float64]:
+        """Each pair's loss change when its difference moves by ``dd``. The
+        cancellation-free form applies where a pair's difference moves by less than 1
+        (``_softplus_change``); only if some pair moves further are the direct
+        differences of softplus computed."""
         counts = self.counts
-        dd = counts.differences(move)
         small = np.abs(dd) < 1.0
         first = np.log1p(np.expm1(np.where(small, -dd, 0.0)) * self.sigmoid_of_negated)
         second = np.log1p(np.expm1(np.where(small, dd, 0.0)) * self.sigmoid)
@@ -164,8 +168,8 @@ class Point:
             of_negated, of_d = self._softplus
             first = np.where(small, first, np.logaddexp(0.0, -self.d + -dd) - of_negated)
             second = np.where(small, second, np.logaddexp(0.0, self.d + dd) - of_d)
-        change = counts.first_wins * first + counts.second_wins * second
-        return float(np.sum(change))
+        change: NDArray[np.float64] = counts.first_wins * first + counts.second_wins * second
+        return change
 
 
 def _weighted_degree(
@@ -315,3 +319,106 @@ def centred_covariance(
     swapped_eigenvalue = max(1.0, 2.0 * ridge)
     swapped = hessian + (swapped_eigenvalue - 2.0 * ridge) / n
     return np.asarray(np.linalg.inv(swapped) - 1.0 / (swapped_eigenvalue * n), dtype=np.float64)
+
+
+def fit_many(
+    n: int,
+    problems: list[tuple[NDArray[np.intp], NDArray[np.intp]]],
+    ridge: float,
+) -> list[NDArray[np.float64]]:
+    """``fit(n, winners, losers, ridge)`` for several result sets over the same ``n``
+    essays at once (split-half reliability fits twenty halves), from 0.
+
+    Each Newton step runs every still-unfinished fit in the same array operations: the
+    pairs of all fits are laid end to end and index one flat ``theta`` of ``k·n``
+    scores, so a fit's elementwise arithmetic and per-essay sums (``bincount`` adds in
+    the same order) are exactly its own; the Newton systems are solved as one stack; the
+    sums and dot products that end in a single number are taken per fit, on its own
+    slice. The fits therefore take the very steps ``fit`` takes, to the same scores,
+    while numpy's fixed cost per operation is paid once per step instead of once per fit
+    (for small batches that cost is most of a fit). Above ``SPARSE_ABOVE`` essays the
+    fits simply run one after the other.
+    """
+    k = len(problems)
+    if n == 0 or k == 0:
+        return [np.zeros(n) for _ in problems]
+    if n > SPARSE_ABOVE or k == 1:
+        return [fit(n, w, lo, ridge) for w, lo in problems]
+    every = [PairwiseCounts(n, w, lo) for w, lo in problems]
+    sizes = [len(c.first) for c in every]
+    bounds = np.cumsum([0, *sizes])
+    offset = np.repeat(np.arange(k) * n, sizes)
+    first = np.concatenate([c.first for c in every]) + offset
+    second = np.concatenate([c.second for c in every]) + offset
+    total = np.concatenate([c.total for c in every])
+    first_wins = np.concatenate([c.first_wins for c in every])
+    second_wins = np.concatenate([c.second_wins for c in every])
+    flat = PairwiseCounts.__new__(PairwiseCounts)  # the k fits as one flat network
+    flat.n, flat.first, flat.second = k * n, first, second
+    flat.total, flat.first_wins, flat.second_wins = total, first_wins, second_wins
+
+    theta = np.zeros(k * n)
+    results: list[NDArray[np.float64] | None] = [
+        np.zeros(n) if sizes[i] == 0 else None for i in range(k)
+    ]
+    rows = np.arange(k)
+    diagonal = np.arange(n)
+    local_first = np.concatenate([c.first for c in every])
+    local_second = np.concatenate([c.second for c in every])
+    owner = np.repeat(rows, sizes)
+
+    def own(values: NDArray[np.float64], i: int) -> NDArray[np.float64]:
+        return values[bounds[i] : bounds[i + 1]]
+
+    for _ in range(_MAX_NEWTON_STEPS):
+        active = [i for i in range(k) if results[i] is None]
+        if not active:
+            return [r for r in results if r is not None]
+        point = flat.at(theta)
+        gradient, information = point.gradient_and_information()
+        gradient += 2.0 * ridge * theta
+        # Each fit's dense Hessian, as ``dense_hessian`` builds it, then one stacked solve.
+        degrees = flat.degrees(information).reshape(k, n)
+        hessians = np.zeros((k, n, n))
+        hessians[:, diagonal, diagonal] = degrees
+        hessians[owner, local_first, local_second] = -information
+        hessians[owner, local_second, local_first] = -information
+        hessians[:, diagonal, diagonal] += 2.0 * ridge
+        steps = np.linalg.solve(hessians, gradient.reshape(k, n)[:, :, None])[:, :, 0]
+        steps = np.array([step - float(np.mean(step)) for step in steps])
+        moving: dict[int, tuple[float, float]] = {}  # fit -> (fraction, decrement)
+        for i in active:
+            step = steps[i]
+            if float(np.max(np.abs(step))) < _STEP_TOLERANCE:
+                done = theta[i * n : (i + 1) * n] - step
+                results[i] = done - float(np.mean(done))
+            else:
+                moving[i] = (1.0, float(gradient[i * n : (i + 1) * n] @ step))
+        # The line searches: every fit still searching tries its next fraction together.
+        searching = dict(moving)
+        while searching:
+            move = np.zeros(k * n)
+            for i, (fraction, _) in searching.items():
+                move[i * n : (i + 1) * n] = -fraction * steps[i]
+            dd = flat.differences(move)
+            changes = point.pair_changes(dd)
+            for i, (fraction, decrement) in list(searching.items()):
+                at = theta[i * n : (i + 1) * n]
+                m = move[i * n : (i + 1) * n]
+                change = float(np.sum(own(changes, i))) + ridge * float(m @ (2.0 * at + m))
+                if change > -0.25 * fraction * decrement:
+                    fraction *= 0.5
+                    if fraction < _SMALLEST_STEP_FRACTION:
+                        results[i] = at - float(np.mean(at))
+                        del searching[i]
+                        del moving[i]
+                    else:
+                        searching[i] = (fraction, decrement)
+                else:
+                    moving[i] = (fraction, decrement)
+                    del searching[i]
+        for i, (fraction, _) in moving.items():
+            theta[i * n : (i + 1) * n] = theta[i * n : (i + 1) * n] - fraction * steps[i]
+    raise ArithmeticError(  # unreachable for a strictly convex objective; guards a bug
+        f"Bradley-Terry fit did not converge in {_MAX_NEWTON_STEPS} Newton steps"
+    )

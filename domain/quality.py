@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from domain.scoring import fit_scores
+from domain.scoring import fit_scores_many
 from domain.values import ScoringResult
 
 SPLITS = 10
@@ -194,13 +194,17 @@ def split_half_reliability(
     if len(essay_ids) < 3 or len(verdicts) < 4:
         return None
     results = [(v.winner, v.loser) for v in verdicts]
-    corrected = []
+    halves = []
     for split in range(SPLITS):
         order = list(range(len(results)))
         random.Random(f"{seed}:split-half:{split}").shuffle(order)
         half = len(order) // 2
-        a = fit_scores(essay_ids, [results[i] for i in order[:half]], ridge)
-        b = fit_scores(essay_ids, [results[i] for i in order[half:]], ridge)
+        halves.append([results[i] for i in order[:half]])
+        halves.append([results[i] for i in order[half:]])
+    fitted = fit_scores_many(essay_ids, halves, ridge)  # all twenty halves at once
+    corrected = []
+    for split in range(SPLITS):
+        a, b = fitted[2 * split], fitted[2 * split + 1]
         x = np.array([a[e] for e in essay_ids])
         y = np.array([b[e] for e in essay_ids])
         if np.std(x) == 0 or np.std(y) == 0:

@@ -486,3 +486,25 @@ def test_above_the_dense_limit_standard_errors_come_from_each_essays_information
     assert np.all(approximate <= 1.01 * exact)
     assert np.all(approximate >= 0.75 * exact)
     assert np.median(approximate / exact) > 0.95
+
+
+@pytest.mark.parametrize("n", [3, 24, 100])
+def test_fitting_many_result_sets_together_gives_each_fit_bit_for_bit(n: int) -> None:
+    """Split-half reliability fits its halves together; every fit must equal, to the
+    last bit, the one ``fit`` makes alone: sparse and dense sets, empty ones, an essay
+    that won everything (a long walk out under the line search), a tiny ridge."""
+    rng = np.random.default_rng(n)
+    for ridge in (0.2, 1e-6):
+        problems = []
+        for size in (0, 1, n, 3 * n, 6 * n):
+            winners = rng.integers(0, n, size)
+            losers = rng.integers(0, n, size)
+            keep = winners != losers
+            problems.append((winners[keep].astype(np.intp), losers[keep].astype(np.intp)))
+        champion = np.arange(1, n, dtype=np.intp)
+        problems.append((np.zeros(n - 1, dtype=np.intp), champion))
+        together = bradley_terry.fit_many(n, problems, ridge)
+        assert len(together) == len(problems)
+        for (winners, losers), theta in zip(problems, together, strict=True):
+            alone = bradley_terry.fit(n, winners, losers, ridge)
+            assert np.array_equal(theta, alone)
