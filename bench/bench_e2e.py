@@ -58,9 +58,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def _cpu_of_servers() -> dict[str, float]:
-    """CPU time so far of every RabbitMQ and PostgreSQL process on the machine."""
-    totals = {"rabbitmq": 0.0, "postgres": 0.0}
+def _servers() -> dict[int, str]:
+    """The pids of every RabbitMQ and PostgreSQL process on the machine, by server."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -68,10 +68,18 @@ def _cpu_of_servers() -> dict[str, float]:
             comm = (entry / "comm").read_text().strip()
         except OSError:
             continue
-        if comm == "beam.smp":
-            totals["rabbitmq"] += _cpu_seconds(int(entry.name))
-        elif comm == "postgres":
-            totals["postgres"] += _cpu_seconds(int(entry.name))
+        if comm in ("beam.smp", "postgres"):
+            found[int(entry.name)] = "rabbitmq" if comm == "beam.smp" else "postgres"
+    return found
+
+
+def _cpu_of_servers(since: dict[int, float]) -> dict[str, float]:
+    """CPU time the server processes alive now spent since ``since`` (pid → CPU seconds;
+    a process not in it counts whole). A backend that ended meanwhile (another client's)
+    is not counted, so a finished connection never makes the figure negative."""
+    totals = {"rabbitmq": 0.0, "postgres": 0.0}
+    for pid, server in _servers().items():
+        totals[server] += max(0.0, _cpu_seconds(pid) - since.get(pid, 0.0))
     return totals
 
 
@@ -114,7 +122,7 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
             services = Services(Path(tmp), env)
             try:
                 load_before = os.getloadavg()[0]
-                servers_before = _cpu_of_servers()
+                servers_before = {pid: _cpu_seconds(pid) for pid in _servers()}
                 started = [services.serve(f"serve-{i}") for i in range(serves)]
                 started += [services.lps_worker(f"worker-{i}") for i in range(workers)]
                 for process in started:
@@ -123,8 +131,7 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
                 cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
                 wait_until_finalized(database_url, batch_ids, timeout=900, interval=0.5)
                 cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
-                servers_after = _cpu_of_servers()
-                cpu.update({k: servers_after[k] - servers_before[k] for k in servers_after})
+                cpu.update(_cpu_of_servers(servers_before))
                 load_after = os.getloadavg()[0]
                 first_publish = min(
                     datetime.fromisoformat(line["timestamp"])
