@@ -1,14 +1,27 @@
 """The four read models, each a projection of the CJ batch events.
 
 A projection names its tables (columns in portable SQL: SQLite and PostgreSQL run the same
-statements) and says, per event type, which rows change. ``apply`` receives an open
-transaction; the runner commits rows and tracking position together.
+statements) and says how events change its rows, in two ways that give the same rows:
+
+* ``apply_page(store, c, tables, events)``: what the runner uses. The page's events are
+  first folded in memory into row changes (a comparison requested and completed within the
+  page becomes one row with its final values; a batch's counters are summed over the page),
+  then written with a few set-based statements: multi-row ``INSERT`` and
+  ``UPDATE ... FROM (VALUES ...)``, never a statement per event.
+* ``apply(store, c, tables, event)``: one event, one statement; the library's
+  ``process_event`` entry point, and the reference the page fold is tested against.
+
+Both receive an open transaction; the runner commits rows and tracking position together.
+A page that would break a constraint one event at a time breaks it as a page too (a
+duplicate key is written, not merged away), so the runner can fall back to single events
+and name the one that fails.
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
+from collections.abc import Sequence
+from dataclasses import fields, is_dataclass
 from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
@@ -17,7 +30,7 @@ from eventsourcing.projection import Projection
 from eventsourcing.utils import get_topic
 
 from domain.batch import CJBatch
-from projections.store import ReadModelStoreMixin
+from projections.store import ReadModelStoreMixin, column_types
 
 
 class ReadModelProjection(Projection[Any]):
@@ -36,6 +49,13 @@ class ReadModelProjection(Projection[Any]):
         """Change the rows for one event, inside the caller's transaction."""
         raise NotImplementedError
 
+    def apply_page(
+        self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], events: Sequence[Any]
+    ) -> None:
+        """Change the rows for a page of events (only those this read model handles, in
+        log order) with set-based statements, inside the caller's transaction."""
+        raise NotImplementedError
+
     @singledispatchmethod
     def process_event(self, domain_event: Any, tracking: Tracking) -> None:
         """The library's one-event entry point: rows and tracking in one transaction."""
@@ -48,6 +68,25 @@ class ReadModelProjection(Projection[Any]):
         with store.writing(projection, generation, tracking.notification_id) as c:
             if isinstance(domain_event, self.handles):
                 self.apply(store, c, tables, domain_event)
+
+
+def plain(value: Any) -> Any:
+    """``dataclasses.asdict`` without its deep copies (what it gives ``json.dumps`` is the
+    same): a decision's context holds every essay's score, and ``asdict`` was the dearest
+    part of applying it."""
+    names = _FIELDS.get(type(value))
+    if names is None and is_dataclass(value) and not isinstance(value, type):
+        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
+    if names is not None:
+        return {name: plain(getattr(value, name)) for name in names}
+    if isinstance(value, list | tuple):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    return value
+
+
+_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
 def iso(value: Any) -> str | None:
@@ -205,6 +244,134 @@ class BatchSummaryProjection(ReadModelProjection):
                     ),
                 )
 
+    def apply_page(
+        self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], events: Sequence[Any]
+    ) -> None:
+        """Read the page's batches once, fold every event into their rows in memory (in
+        log order, so sums add up exactly as one ``UPDATE`` per event would), then write
+        new batches with one ``INSERT`` and changed ones with one ``UPDATE ... FROM``."""
+        if not events:
+            return
+        table = tables["batch_summary"]
+        columns = SUMMARY_COLUMNS
+        touched = list(dict.fromkeys(str(e.originator_id) for e in events))
+        rows = {r["batch_id"]: r for r in store.select_in(c, table, "batch_id", touched)}
+        inserted: list[dict[str, Any]] = []
+        new: set[str] = set()  # batches whose row is one of ``inserted``
+        changed: dict[str, dict[str, Any]] = {}
+        for event in events:
+            batch_id = str(event.originator_id)
+            if isinstance(event, CJBatch.BatchRegistered):
+                row = _registered_row(event, columns)
+                inserted.append(row)  # a batch registered twice fails as a duplicate key
+                if batch_id not in rows:
+                    rows[batch_id] = row
+                    new.add(batch_id)
+                continue
+            current = rows.get(batch_id)
+            if current is None:  # an UPDATE of a batch that has no row changes nothing
+                continue
+            _fold_summary(current, event)
+            if batch_id not in new:
+                changed[batch_id] = current
+        store.update_rows(
+            c,
+            table,
+            ("batch_id",),
+            [n for n in columns if n != "batch_id"],
+            [[row[n] for n in columns] for row in changed.values()],
+            SUMMARY_TYPES,
+        )
+        store.insert_rows(
+            c, table, columns, [[row[n] for n in columns] for row in inserted], SUMMARY_TYPES
+        )
+
+
+SUMMARY_TYPES = column_types(BatchSummaryProjection.ddl["batch_summary"])
+SUMMARY_COLUMNS = tuple(SUMMARY_TYPES)
+
+_SUMMARY_DEFAULTS: dict[str, Any] = {
+    "status": "registered",
+    "comparisons_requested": 0,
+    "successes": 0,
+    "failures": 0,
+    "waves": 0,
+    "decisions": 0,
+    "sparse": 0,
+    "prompt_tokens": 0,
+    "completion_tokens": 0,
+    "cost_usd": 0.0,
+    "essays_erased": 0,
+}
+
+
+def _registered_row(event: Any, columns: Sequence[str]) -> dict[str, Any]:
+    """The row ``BatchSummaryProjection.apply`` inserts for ``BatchRegistered``."""
+    at = iso(event.timestamp)
+    row: dict[str, Any] = dict.fromkeys(columns)
+    row.update(_SUMMARY_DEFAULTS)
+    row.update(
+        batch_id=str(event.originator_id),
+        external_ref=event.external_ref,
+        provider=event.provider,
+        model=event.model,
+        essays=len(event.essays),
+        anchors=sum(1 for e in event.essays if e.is_anchor),
+        budget=event.policy.max_pairs_cap,
+        created_at=at,
+        updated_at=at,
+        sparse=int(event.sparse),
+    )
+    return row
+
+
+def _fold_summary(row: dict[str, Any], event: Any) -> None:
+    """What ``BatchSummaryProjection.apply``'s ``UPDATE`` does to the row, in memory."""
+    at = iso(event.timestamp)
+    if isinstance(event, CJBatch.BatchingModeSet):
+        row.update(mode=event.mode.value, mode_source=event.source, updated_at=at)
+    elif isinstance(event, CJBatch.ComparisonsRequested):
+        row.update(status="running", waves=event.wave_number, updated_at=at)
+        row["comparisons_requested"] += len(event.pairs)
+    elif isinstance(event, CJBatch.ComparisonCompleted):
+        details: Any = event.outcome.success
+        if details is None:
+            details = event.outcome.failure
+            row["failures"] += 1
+        else:
+            row["successes"] += 1
+        row["prompt_tokens"] += details.prompt_tokens
+        row["completion_tokens"] += details.completion_tokens
+        row["cost_usd"] += details.cost_usd
+        row["updated_at"] = at
+    elif isinstance(event, CJBatch.EssayErased):
+        row["essays_erased"] += 1
+        row["updated_at"] = at
+    elif isinstance(event, CJBatch.ContinuationDecided):
+        row["decisions"] += 1
+        row.update(last_decision=event.decision.value, last_reason=event.reason, updated_at=at)
+    elif isinstance(event, CJBatch.Finalized):
+        row.update(
+            status=event.status.value,
+            failure_reason=event.failure_reason,
+            reliability=event.reliability,
+            finalized_at=at,
+            updated_at=at,
+        )
+        quality = event.quality
+        if quality is not None:
+            bias = quality.position_bias
+            row.update(
+                split_half=quality.split_half,
+                first_shown_win_rate=bias.first_shown_win_rate,
+                position_bias_ci_low=bias.ci_low,
+                position_bias_ci_high=bias.ci_high,
+                mean_se=quality.mean_se,
+                max_se=quality.max_se,
+                never_compared=quality.never_compared,
+                quality_flags=",".join(quality.flags),
+            )
+
 
 class RankingsProjection(ReadModelProjection):
     name = "rankings"
@@ -219,29 +386,60 @@ class RankingsProjection(ReadModelProjection):
     handles = (CJBatch.Finalized,)
 
     def apply(self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], event: Any) -> None:
-        fit = {} if event.quality is None else {e.essay_id: e for e in event.quality.essays}
-        rows = []
-        for s in event.scores:
-            essay = fit.get(s.essay_id)
-            rows.append(
-                (
-                    str(event.originator_id),
-                    s.essay_id,
-                    s.score,
-                    s.se,
-                    s.rank,
-                    s.comparisons,
-                    None if essay is None else essay.infit,
-                    None if essay is None else essay.outfit,
-                    None if essay is None else int(essay.misfit),
-                )
-            )
+        rows = _ranking_rows(event)
         store.execute_many(
             c,
             f"INSERT INTO {tables['rankings']} (batch_id, essay_id, score, se, rank, "
             "comparisons, infit, outfit, misfit) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             rows,
         )
+
+    def apply_page(
+        self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], events: Sequence[Any]
+    ) -> None:
+        store.insert_rows(
+            c,
+            tables["rankings"],
+            RANKING_COLUMNS,
+            [row for event in events for row in _ranking_rows(event)],
+            RANKING_TYPES,
+        )
+
+
+RANKING_TYPES = column_types(RankingsProjection.ddl["rankings"])
+RANKING_COLUMNS = (
+    "batch_id",
+    "essay_id",
+    "score",
+    "se",
+    "rank",
+    "comparisons",
+    "infit",
+    "outfit",
+    "misfit",
+)
+
+
+def _ranking_rows(event: Any) -> list[tuple[Any, ...]]:
+    fit = {} if event.quality is None else {e.essay_id: e for e in event.quality.essays}
+    batch_id = str(event.originator_id)
+    rows = []
+    for s in event.scores:
+        essay = fit.get(s.essay_id)
+        rows.append(
+            (
+                batch_id,
+                s.essay_id,
+                s.score,
+                s.se,
+                s.rank,
+                s.comparisons,
+                None if essay is None else essay.infit,
+                None if essay is None else essay.outfit,
+                None if essay is None else int(essay.misfit),
+            )
+        )
+    return rows
 
 
 class ComparisonsProjection(ReadModelProjection):
@@ -316,6 +514,97 @@ class ComparisonsProjection(ReadModelProjection):
                 (f.error_code, f.source.value, iso(event.timestamp), outcome.comparison_id),
             )
 
+    def apply_page(
+        self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], events: Sequence[Any]
+    ) -> None:
+        """Requests become rows; an outcome for a row of this page is folded into it, an
+        outcome for an earlier page's row becomes a change to it. Earlier rows are changed
+        before the page's rows are inserted (as one ``UPDATE`` per event would: an outcome
+        that came before its request changes nothing)."""
+        table = tables["comparisons"]
+        inserted: list[dict[str, Any]] = []
+        new: dict[str, dict[str, Any]] = {}
+        changes: dict[str, dict[str, Any]] = {}
+        for event in events:
+            if isinstance(event, CJBatch.ComparisonsRequested):
+                for row in _requested_rows(event):
+                    inserted.append(row)  # requested twice: a duplicate key, as per event
+                    new[row["comparison_id"]] = row
+                continue
+            outcome = event.outcome
+            values = _completed_values(event)
+            pending = new.get(outcome.comparison_id)
+            if pending is not None:
+                pending.update(values)
+            else:
+                changes.setdefault(outcome.comparison_id, {}).update(values)
+        by_columns: dict[tuple[str, ...], list[list[Any]]] = {}
+        for comparison_id, values in changes.items():
+            by_columns.setdefault(tuple(values), []).append([comparison_id, *values.values()])
+        for changed_columns, rows in by_columns.items():
+            store.update_rows(c, table, ("comparison_id",), changed_columns, rows, COMPARISON_TYPES)
+        store.insert_rows(
+            c,
+            table,
+            COMPARISON_COLUMNS,
+            [[row[n] for n in COMPARISON_COLUMNS] for row in inserted],
+            COMPARISON_TYPES,
+        )
+
+
+COMPARISON_TYPES = column_types(ComparisonsProjection.ddl["comparisons"])
+COMPARISON_COLUMNS = tuple(COMPARISON_TYPES)
+
+
+def _requested_rows(event: Any) -> list[dict[str, Any]]:
+    """The rows ``ComparisonsProjection.apply`` inserts for ``ComparisonsRequested``."""
+    batch_id = str(event.originator_id)
+    requested_at, deadline_at = iso(event.requested_at), iso(event.deadline_at)
+    mode = event.generation_mode.value
+    rows = []
+    for index, p in enumerate(event.pairs):
+        row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS)
+        row.update(
+            comparison_id=p.comparison_id,
+            batch_id=batch_id,
+            wave=event.wave_number,
+            pair_index=index,
+            generation_mode=mode,
+            essay_a=p.essay_a,
+            essay_b=p.essay_b,
+            outcome="pending",
+            provider=event.provider,
+            model=event.model,
+            requested_at=requested_at,
+            deadline_at=deadline_at,
+        )
+        rows.append(row)
+    return rows
+
+
+def _completed_values(event: Any) -> dict[str, Any]:
+    """The columns ``ComparisonsProjection.apply`` sets for ``ComparisonCompleted``."""
+    outcome = event.outcome
+    s = outcome.success
+    if s is not None:
+        return {
+            "outcome": "success",
+            "winner": s.winner_id,
+            "confidence": s.confidence,
+            "provider": s.provider,
+            "model": s.model,
+            "latency_ms": s.latency_ms,
+            "cost_usd": s.cost_usd,
+            "completed_at": iso(event.timestamp),
+        }
+    f = outcome.failure
+    return {
+        "outcome": "failure",
+        "error_code": f.error_code,
+        "error_source": f.source.value,
+        "completed_at": iso(event.timestamp),
+    }
+
 
 class DecisionAuditProjection(ReadModelProjection):
     name = "decision_audit"
@@ -333,32 +622,51 @@ class DecisionAuditProjection(ReadModelProjection):
     handles = (CJBatch.ContinuationDecided,)
 
     def apply(self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], event: Any) -> None:
-        ctx = event.context
         store.execute(
             c,
             f"INSERT INTO {tables['decision_audit']} (batch_id, version, wave, decision, reason, "
             "raw_decision, raw_reason, guard, policy_version, outcomes, successes, "
             "failures, success_rate, max_score_change, context, decided_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                str(event.originator_id),
-                event.originator_version,
-                ctx.wave_number,
-                event.decision.value,
-                event.reason,
-                event.raw_decision.value,
-                event.raw_reason,
-                event.guard,
-                event.policy_version,
-                ctx.outcomes,
-                ctx.successes,
-                ctx.failures,
-                ctx.success_rate,
-                ctx.max_score_change,
-                json.dumps(asdict(ctx), sort_keys=True),
-                iso(event.timestamp),
-            ),
+            _decision_row(event),
         )
+
+    def apply_page(
+        self, store: ReadModelStoreMixin, c: Any, tables: dict[str, str], events: Sequence[Any]
+    ) -> None:
+        store.insert_rows(
+            c,
+            tables["decision_audit"],
+            DECISION_COLUMNS,
+            [_decision_row(e) for e in events],
+            DECISION_TYPES,
+        )
+
+
+DECISION_TYPES = column_types(DecisionAuditProjection.ddl["decision_audit"])
+DECISION_COLUMNS = tuple(DECISION_TYPES)
+
+
+def _decision_row(event: Any) -> tuple[Any, ...]:
+    ctx = event.context
+    return (
+        str(event.originator_id),
+        event.originator_version,
+        ctx.wave_number,
+        event.decision.value,
+        event.reason,
+        event.raw_decision.value,
+        event.raw_reason,
+        event.guard,
+        event.policy_version,
+        ctx.outcomes,
+        ctx.successes,
+        ctx.failures,
+        ctx.success_rate,
+        ctx.max_score_change,
+        json.dumps(plain(ctx), sort_keys=True),
+        iso(event.timestamp),
+    )
 
 
 PROJECTIONS: dict[str, type[ReadModelProjection]] = {

@@ -24,7 +24,6 @@ import psycopg
 import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 
-from application.notification_log import follow_log
 from projections.catalogue import PROJECTIONS, ReadModelProjection
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
@@ -129,37 +128,137 @@ class ReadModelRunner:
         return int(self.app.recorder.max_notification_id() or 0)
 
     def run_once(self) -> int:
-        """Bring every projection up to the head of the log; return events seen.
+        """Bring every projection up to the head of the log; return events read.
 
-        A read model whose page fails does not hold the others back: they are caught up
-        first, then the first error is raised.
+        Read models at the same position are caught up together: one pass over each page
+        of the log feeds all of them, in one transaction that moves each one's tracking
+        position. One that lags (a failing read model, a fresh generation) is caught up on
+        its own to where the others are first. A read model whose page fails does not
+        hold the others back: they are caught up first, then the first error is raised.
         """
         seen = 0
-        errors: list[Exception] = []
+        errors: dict[str, Exception] = {}
+        while not self._stop.is_set():
+            live = {n: gp for n, gp in self._live().items() if n not in errors}
+            if not live:
+                break
+            top = max(position for _, position in live.values())
+            laggards = [n for n, (_, position) in live.items() if position < top]
+            for name in laggards:
+                try:
+                    seen += self.catch_up(name, until=top)
+                except Exception as error:
+                    errors[name] = self._failed(name, error)
+            if laggards:
+                continue
+            together = {n: generation for n, (generation, _) in live.items()}
+            read, done = self._catch_up_together(together, top, errors)
+            seen += read
+            if done:
+                break
         for name in self.projections:
-            try:
-                seen += self.catch_up(name)
-            except ProjectionFailed as failure:
-                log.error(
-                    "projection_failed",
-                    projection=name,
-                    position=failure.position,
-                    topic=failure.topic,
-                    error=failure.error,
-                )
-                self._remember_failure(name, failure)
-                errors.append(failure)
-                continue
-            except Exception as error:
-                log.warning("projection_page_failed", projection=name, error=str(error))
-                errors.append(error)
-                continue
-            if name in self._failing:
+            if name not in errors and name in self._failing:
                 self.store.clear_failure(name)
                 self._failing.discard(name)
         if errors:
-            raise errors[0]
+            raise next(iter(errors.values()))
         return seen
+
+    def _failed(self, name: str, error: Exception) -> Exception:
+        if isinstance(error, ProjectionFailed):
+            log.error(
+                "projection_failed",
+                projection=name,
+                position=error.position,
+                topic=error.topic,
+                error=error.error,
+            )
+            self._remember_failure(name, error)
+        else:
+            log.warning("projection_page_failed", projection=name, error=str(error))
+        return error
+
+    def _live(self) -> dict[str, tuple[int, int]]:
+        """(generation, position) of each of this runner's read models' live generation."""
+        state = self.store.live_state()
+        missing = [n for n in self.projections if n not in state]
+        if missing:
+            raise UnknownProjection(f"projection {missing[0]!r} has no tables yet")
+        return {n: state[n] for n in self.projections}
+
+    def _catch_up_together(
+        self, generations: dict[str, int], position: int, errors: dict[str, Exception]
+    ) -> tuple[int, bool]:
+        """Apply the log after ``position`` to all of ``generations``' read models, a page
+        at a time, each page in one transaction; return (events read, reached the head).
+
+        Stops early (``False``) when the read models no longer share a position: another
+        runner applied a page (``StalePage``) or a page failed. A failed page is then
+        applied to each read model on its own (and, for the one that fails, event by
+        event, to name the event), so one read model's failure holds no other back.
+        """
+        seen = 0
+        while not self._stop.is_set():
+            page = list(
+                self.app.recorder.select_notifications(
+                    start=position, limit=self.page_size, inclusive_of_start=False
+                )
+            )
+            if not page:
+                return seen, True
+            try:
+                applied = self._apply_page_together(generations, position, page)
+            except Exception as error:
+                if isinstance(error, TRANSIENT_ERRORS):
+                    for name in generations:
+                        errors[name] = self._failed(name, error)
+                    return seen, False
+                if self._live_generations() != generations:
+                    return seen, False  # a rebuild switched generations meanwhile
+                log.info("projection_page_apart", start=position, error=str(error))
+                for name, generation in generations.items():
+                    try:
+                        self._apply_page_or_find_the_event(name, generation, position, page)
+                    except Exception as failure:
+                        errors[name] = self._failed(name, failure)
+                return seen + len(page), False
+            if not applied:
+                return seen, False
+            seen += len(page)
+            position = page[-1].id
+        return seen, True
+
+    def _live_generations(self) -> dict[str, int]:
+        return {n: generation for n, (generation, _) in self._live().items()}
+
+    def _apply_page_together(
+        self, generations: dict[str, int], position: int, page: list[Any]
+    ) -> bool:
+        """One page, every read model of ``generations``, one transaction: each event
+        decoded once, each read model's events folded and written set-based."""
+        events: dict[str, list[Any]] = {name: [] for name in generations}
+        routes: dict[str, list[list[Any]]] = {}  # topic -> the event lists it goes to
+        for name in generations:
+            for topic in self.projections[name].topics:
+                routes.setdefault(topic, []).append(events[name])
+        decode = self.app.mapper.to_domain_event
+        for notification in page:
+            targets = routes.get(notification.topic)
+            if targets:
+                event = decode(notification)
+                for target in targets:
+                    target.append(event)
+        end = page[-1].id
+        try:
+            with self.store.writing_together(list(generations.items()), position, end) as c:
+                for name, generation in generations.items():
+                    projection = self.projections[name]
+                    tables = self.store.tables_for(generation, projection.ddl)
+                    projection.apply_page(self.store, c, tables, events[name])
+        except StalePage:
+            log.debug("projection_page_stale", start=position, end=end)
+            return False
+        return True
 
     def _remember_failure(self, name: str, failure: ProjectionFailed) -> None:
         try:
@@ -169,20 +268,28 @@ class ReadModelRunner:
             log.warning("projection_failure_not_recorded", projection=name, error=str(error))
 
     def catch_up(
-        self, name: str, generation: int | None = None, progress: Progress | None = None
+        self,
+        name: str,
+        generation: int | None = None,
+        progress: Progress | None = None,
+        until: int | None = None,
     ) -> int:
+        """Bring one read model (its live generation, or ``generation``) to the head of
+        the log, or to ``until``; return events read."""
         seen = 0
         gen = 0
-
-        def position() -> int:
-            nonlocal gen
+        while not self._stop.is_set():
             gen = generation if generation is not None else self._active(name)
-            return self.store.position(name, gen)
-
-        pages = follow_log(
-            self.app.recorder, position, page_size=self.page_size, stop=self._stop.is_set
-        )
-        for start, notifications in pages:
+            start = self.store.position(name, gen)
+            if until is not None and start >= until:
+                break
+            notifications = list(
+                self.app.recorder.select_notifications(
+                    start=start, limit=self.page_size, stop=until, inclusive_of_start=False
+                )
+            )
+            if not notifications:
+                break
             try:
                 if not self._apply_page_or_find_the_event(name, gen, start, notifications):
                     continue
@@ -223,21 +330,19 @@ class ReadModelRunner:
     def _apply_page(
         self, name: str, generation: int, position: int, notifications: list[Any]
     ) -> bool:
-        """Apply one page read after ``position``; ``False`` if the position had moved."""
+        """Apply one page read after ``position`` to one read model, set-based; ``False``
+        if the position had moved."""
         projection = self.projections[name]
         tables = self.store.tables_for(generation, projection.ddl)
         wanted = set(projection.topics)
         end = notifications[-1].id
+        # an event that cannot be decoded fails the page like a refused row: the caller
+        # then goes event by event, keeps those before it and names it
+        decode = self.app.mapper.to_domain_event
+        events = [decode(n) for n in notifications if n.topic in wanted]
         try:
             with self.store.writing(name, generation, end, start=position) as cursor:
-                for notification in notifications:
-                    if notification.topic in wanted:
-                        try:
-                            event = self.app.mapper.to_domain_event(notification)
-                            projection.apply(self.store, cursor, tables, event)
-                        except Exception as error:
-                            topic = notification.topic.rsplit(":", 1)[-1]
-                            raise ProjectionFailed(name, notification.id, topic, error) from error
+                projection.apply_page(self.store, cursor, tables, events)
         except StalePage:
             # Another runner moved the position after we read it: the page is re-read
             # from where it committed, so no event is applied twice or skipped.

@@ -59,6 +59,17 @@ class StalePage(Exception):
     """
 
 
+MAX_PARAMETERS = 30_000
+"""Bound values per statement: below SQLite's 32,766 and PostgreSQL's 65,535."""
+
+_COLUMN = re.compile(r"(?:^|,)\s*(\w+) (TEXT|INTEGER|BIGINT|DOUBLE PRECISION)\b")
+
+
+def column_types(columns: str) -> dict[str, str]:
+    """Each column of a table's DDL (``"a TEXT NOT NULL, b INTEGER, ..."``) and its type."""
+    return {name: kind for name, kind in _COLUMN.findall(columns)}
+
+
 def tracking_key(projection: str, generation: int) -> str:
     return f"{projection}@g{generation}"
 
@@ -286,6 +297,16 @@ class ReadModelStoreMixin:
         )
         return {r["projection"]: int(r["position"] or 0) for r in rows}
 
+    def live_state(self) -> dict[str, tuple[int, int]]:
+        """Per read model, its live generation and that generation's position."""
+        rows = self.select(
+            f"SELECT g.projection AS projection, g.generation AS generation, "
+            f"t.notification_id AS position FROM {self.qualify(GENERATIONS_TABLE)} g "
+            f"LEFT JOIN {self.qualify(self.tracking_table)} t "
+            "ON t.application_name = g.projection || '@g' || CAST(g.generation AS TEXT)"
+        )
+        return {r["projection"]: (int(r["generation"]), int(r["position"] or 0)) for r in rows}
+
     # -- writing -----------------------------------------------------------------------
 
     @contextmanager
@@ -301,19 +322,113 @@ class ReadModelStoreMixin:
         only the end of the page (the tracking insert's own rule) would accept a page read
         from a stale position and count its first events twice.
         """
-        key = tracking_key(projection, generation)
+        if start is not None:
+            with self.writing_together([(projection, generation)], start, position) as c:
+                yield c
+            return
         with self.write_transaction() as c:
-            if start is not None:
+            yield c
+            self._insert_tracking(c, Tracking(tracking_key(projection, generation), position))
+
+    def _lock_tracking(self, cursor: Any, key: str) -> None:
+        """Keep other writers of ``key`` out until this transaction ends (SQLite: the
+        ``BEGIN IMMEDIATE`` write lock already does)."""
+
+    @contextmanager
+    def writing_together(
+        self, targets: Sequence[tuple[str, int]], start: int, position: int
+    ) -> Iterator[Any]:
+        """``writing`` for several read models (projection, generation) at once: one
+        transaction that checks each one is exactly at ``start`` (``StalePage`` if any is
+        not), and ends by moving each to ``position``. Locks are taken in one order, so
+        two runners applying overlapping sets never wait for each other in a circle."""
+        keys = sorted({tracking_key(p, g): (p, g) for p, g in targets}.items())
+        with self.write_transaction() as c:
+            for key, (projection, generation) in keys:
                 self._lock_tracking(c, key)
                 committed = self._position(c, projection, generation)
                 if committed != start:
                     raise StalePage(f"{key} is at {committed}, the page starts after {start}")
             yield c
-            self._insert_tracking(c, Tracking(key, position))
+            for key, _ in keys:
+                self._insert_tracking(c, Tracking(key, position))
 
-    def _lock_tracking(self, cursor: Any, key: str) -> None:
-        """Keep other writers of ``key`` out until this transaction ends (SQLite: the
-        ``BEGIN IMMEDIATE`` write lock already does)."""
+    # -- set-based writes ----------------------------------------------------------------
+
+    placeholder = "?"
+
+    def _typed(self, placeholder: str, kind: str) -> str:
+        """A placeholder whose type the server must know (a ``VALUES`` column)."""
+        return placeholder
+
+    def select_in(
+        self, c: Any, table: str, key: str, values: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        """The rows of ``table`` whose ``key`` is one of ``values``."""
+        found: list[dict[str, Any]] = []
+        step = MAX_PARAMETERS
+        for i in range(0, len(values), step):
+            chunk = values[i : i + step]
+            marks = ", ".join([self.placeholder] * len(chunk))
+            c.execute(f"SELECT * FROM {table} WHERE {key} IN ({marks})", tuple(chunk))
+            found.extend(self.row_dict(r) for r in c.fetchall())
+        return found
+
+    def insert_rows(
+        self,
+        c: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        types: dict[str, str],
+    ) -> None:
+        """Insert ``rows`` with multi-row ``INSERT`` statements (as few as the bound-value
+        limit allows)."""
+        if not rows:
+            return
+        one = "(" + ", ".join([self.placeholder] * len(columns)) + ")"
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+        step = max(1, MAX_PARAMETERS // len(columns))
+        for i in range(0, len(rows), step):
+            chunk = rows[i : i + step]
+            c.execute(head + ", ".join([one] * len(chunk)), [v for row in chunk for v in row])
+
+    def update_rows(
+        self,
+        c: Any,
+        table: str,
+        keys: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        types: dict[str, str],
+    ) -> None:
+        """Set ``columns`` of the rows named by ``keys``: each of ``rows`` is the key
+        values, then the column values. ``UPDATE ... FROM (VALUES ...)``, one statement
+        per bound-value limit's worth of rows."""
+        if not rows:
+            return
+        names = [*keys, *columns]
+        width = len(names)
+        aliases = [f"column{i}" for i in range(1, width + 1)]
+        first = "(" + ", ".join(self._typed(self.placeholder, types[n]) for n in names) + ")"
+        other = "(" + ", ".join([self.placeholder] * width) + ")"
+        sets = ", ".join(f"{n} = v.{a}" for n, a in zip(columns, aliases[len(keys) :], strict=True))
+        match = " AND ".join(
+            f"t.{k} = v.{a}" for k, a in zip(keys, aliases[: len(keys)], strict=True)
+        )
+        step = max(1, MAX_PARAMETERS // width)
+        for i in range(0, len(rows), step):
+            chunk = rows[i : i + step]
+            values = ", ".join([first, *[other] * (len(chunk) - 1)])
+            c.execute(
+                f"UPDATE {table} AS t SET {sets} FROM (VALUES {values}) AS "
+                f"{self._values_alias(aliases)} WHERE {match}",
+                [v for row in chunk for v in row],
+            )
+
+    def _values_alias(self, aliases: Sequence[str]) -> str:
+        """SQLite names a ``VALUES`` table's columns column1, column2, ... by itself."""
+        return "v"
 
     def execute(self, c: Any, statement: str, params: Sequence[Any] = ()) -> None:
         c.execute(self.sql(statement), tuple(params))
@@ -417,6 +532,63 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     def sql(self, statement: str) -> str:
         return _PLACEHOLDER.sub("%s", statement)
 
+    placeholder = "%s"
+
+    def _typed(self, placeholder: str, kind: str) -> str:
+        return f"CAST({placeholder} AS {kind})"
+
+    def _values_alias(self, aliases: Sequence[str]) -> str:
+        return f"v({', '.join(aliases)})"
+
+    def select_in(
+        self, c: Any, table: str, key: str, values: Sequence[Any]
+    ) -> list[dict[str, Any]]:
+        if not values:
+            return []
+        c.execute(f"SELECT * FROM {table} WHERE {key} = ANY(%s)", (list(values),))
+        return [self.row_dict(r) for r in c.fetchall()]
+
+    # PostgreSQL takes a page's rows as one array per column and ``unnest``s them: the
+    # statement's text is the same for every page (psycopg converts and the server plans
+    # it once), and its size does not grow with the rows.
+
+    def insert_rows(
+        self,
+        c: Any,
+        table: str,
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        types: dict[str, str],
+    ) -> None:
+        if not rows:
+            return
+        arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in columns)
+        c.execute(
+            f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({arrays})",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
+    def update_rows(
+        self,
+        c: Any,
+        table: str,
+        keys: Sequence[str],
+        columns: Sequence[str],
+        rows: Sequence[Sequence[Any]],
+        types: dict[str, str],
+    ) -> None:
+        if not rows:
+            return
+        names = [*keys, *columns]
+        arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in names)
+        sets = ", ".join(f"{n} = v.{n}" for n in columns)
+        match = " AND ".join(f"t.{k} = v.{k}" for k in keys)
+        c.execute(
+            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) "
+            f"WHERE {match}",
+            [list(column) for column in zip(*rows, strict=True)],
+        )
+
     def _delete_tracking(self, cursor: Any, key: str) -> None:
         cursor.execute(
             f"DELETE FROM {self.qualify(self.tracking_table_name)} WHERE application_name = %s",
@@ -444,8 +616,22 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     ) -> Iterator[Any]:
         """As on SQLite, in pipeline mode: a page's statements go out without waiting for
         each other's replies; errors still surface before the commit."""
+        if start is not None:  # writing_together brings its own pipeline
+            with self.writing_together([(projection, generation)], start, position) as c:
+                yield c
+            return
         with (
             super().writing(projection, generation, position, start) as c,
+            c.connection.pipeline(),
+        ):
+            yield c
+
+    @contextmanager
+    def writing_together(
+        self, targets: Sequence[tuple[str, int]], start: int, position: int
+    ) -> Iterator[Any]:
+        with (
+            super().writing_together(targets, start, position) as c,
             c.connection.pipeline(),
         ):
             yield c

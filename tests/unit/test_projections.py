@@ -278,20 +278,30 @@ def test_a_runner_that_crashes_mid_page_resumes_without_duplicates_or_gaps(
     batch_ids = [run_batch(app, n=8, ref=f"crash-{i}") for i in range(2)]
     runner = ReadModelRunner(app, page_size=40)
     projection = runner.projections["comparisons"]
-    original = projection.apply
-    calls = count()
+    original = projection.apply_page
+    completed = [
+        e
+        for b in batch_ids
+        for e in app.batch_events(b)
+        if isinstance(e, CJBatch.ComparisonCompleted)
+    ]
+    poisoned = completed[60].outcome.comparison_id
 
-    def flaky_apply(*args: Any) -> None:
-        if next(calls) == 60:
+    def flaky_apply_page(store: Any, c: Any, tables: Any, events: Any) -> None:
+        if any(getattr(e, "outcome", None) and e.outcome.comparison_id == poisoned for e in events):
             raise RuntimeError("runner killed mid-page")
-        original(*args)
+        original(store, c, tables, events)
 
-    monkeypatch.setattr(projection, "apply", flaky_apply)
-    with pytest.raises(ProjectionFailed, match="runner killed mid-page"):
+    monkeypatch.setattr(projection, "apply_page", flaky_apply_page)
+    with pytest.raises(ProjectionFailed, match="runner killed mid-page") as failed:
         runner.run_once()
-    stuck = runner.status()
-    assert 0 < stuck[2].position < stuck[2].head, "part of the log was committed"
-    monkeypatch.setattr(projection, "apply", original)
+    assert failed.value.topic == "CJBatch.ComparisonCompleted"
+    stuck = {s.name: s for s in runner.status()}["comparisons"]
+    assert 0 < stuck.position < stuck.head, "part of the log was committed"
+    ids = [n.id for n in app.recorder.select_notifications(start=None, limit=100_000)]
+    before = ids[ids.index(failed.value.position) - 1]
+    assert stuck.position == before, "every event before the refused one is kept"
+    monkeypatch.setattr(projection, "apply_page", original)
     ReadModelRunner(app, page_size=40).run_once()  # a fresh runner resumes
     assert_read_models_match_log(app, runner, batch_ids)
 
