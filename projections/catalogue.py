@@ -74,10 +74,16 @@ def plain(value: Any) -> Any:
     """``dataclasses.asdict`` without its deep copies (what it gives ``json.dumps`` is the
     same): a decision's context holds every essay's score, and ``asdict`` was the dearest
     part of applying it."""
-    names = _FIELDS.get(type(value))
-    if names is None and is_dataclass(value) and not isinstance(value, type):
-        names = _FIELDS[type(value)] = tuple(f.name for f in fields(value))
-    if names is not None:
+    kind = type(value)
+    if kind in _SCALARS:
+        return value
+    names = _FIELDS.get(kind)
+    if names is None:
+        dataclass = is_dataclass(value) and not isinstance(value, type)
+        names = _FIELDS[kind] = tuple(f.name for f in fields(value)) if dataclass else ()
+        if not dataclass:
+            _NOT_DATACLASSES.add(kind)
+    if kind not in _NOT_DATACLASSES:
         return {name: plain(getattr(value, name)) for name in names}
     if isinstance(value, list | tuple):
         return [plain(v) for v in value]
@@ -86,7 +92,9 @@ def plain(value: Any) -> Any:
     return value
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_NOT_DATACLASSES: set[type] = set()
 
 
 def iso(value: Any) -> str | None:

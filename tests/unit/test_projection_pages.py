@@ -255,3 +255,37 @@ def test_a_read_model_behind_the_others_is_caught_up_to_them_then_all_go_togethe
     runner.run_once()
     assert {s.lag for s in runner.status()} == {0}
     assert_read_models_match_log(app, runner, ids)
+
+
+def test_set_based_writes_keep_values_json_has_no_form_for(make_app: AppFactory) -> None:
+    """PostgreSQL gets a page's rows as JSON, which has no Infinity: such rows still go
+    in (as arrays), as they did one statement at a time."""
+    app = make_app()
+    runner = ReadModelRunner(app)
+    store = runner.store
+    projection = runner.projections["comparisons"]
+    store.create_generation("comparisons", 30, projection.ddl, projection.indexes)
+    table = store.tables_for(30, projection.ddl)["comparisons"]
+    types = column_types(projection.ddl["comparisons"])
+    names = list(types)
+    row = dict.fromkeys(names)
+    row.update(
+        comparison_id="c-1",
+        batch_id="b",
+        wave=1,
+        pair_index=0,
+        generation_mode="coverage",
+        essay_a="a",
+        essay_b="b",
+        outcome="pending",
+        requested_at="t0",
+        deadline_at="t1",
+        latency_ms=float("inf"),
+    )
+    with store.write_transaction() as c:
+        store.insert_rows(c, table, names, [[row[n] for n in names]], types)
+        store.update_rows(
+            c, table, ("comparison_id",), ("cost_usd",), [["c-1", float("-inf")]], types
+        )
+    (stored,) = store.select(f"SELECT latency_ms, cost_usd FROM {table}")
+    assert stored == {"latency_ms": float("inf"), "cost_usd": float("-inf")}
