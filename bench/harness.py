@@ -32,15 +32,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-BLAS_THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-)
-"""Set to 1 by the runner for every entry (numpy reads them once, at import)."""
+# Set to 1 by the runner for every entry (numpy reads them once, at import).
+from infrastructure import BLAS_THREAD_VARIABLES
 
 POSTGRES_URL = os.environ.get(
     "CJLEDGER_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -6,18 +6,20 @@ once, when it loads OpenBLAS). The matrices the domain solves are small (a Newto
 a batch's Bradley-Terry fit is a dense solve of a few dozen to 300 rows), and a
 multi-threaded BLAS on them only spins: on this project's 2-core machine one 48x48 solve
 took ~12 ms with OpenBLAS's default threads against ~0.03 ms with one thread, so every wave
-closing in ``serve`` paid for it many times over. The bench pins the same variables
-(``bench.harness.BLAS_THREAD_VARIABLES``).
+closing in ``serve`` paid for it many times over. The bench pins the same variables.
 """
 
 import os
 
-for _variable in (
+BLAS_THREAD_VARIABLES = (
     "OMP_NUM_THREADS",
     "OPENBLAS_NUM_THREADS",
     "MKL_NUM_THREADS",
     "BLIS_NUM_THREADS",
     "NUMEXPR_NUM_THREADS",
     "VECLIB_MAXIMUM_THREADS",
-):
+)
+"""The thread-count variables of the BLAS builds numpy may load (read once, at import)."""
+
+for _variable in BLAS_THREAD_VARIABLES:
     os.environ.setdefault(_variable, "1")
