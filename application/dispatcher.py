@@ -22,6 +22,7 @@ import structlog
 from eventsourcing.utils import get_topic
 
 from application.batches import BatchApplication
+from application.content import BatchTexts, ContentStore
 from application.notification_log import follow_log
 from application.ports import ComparisonRequest, PositionStore, RequestTransport
 from domain.batch import CJBatch
@@ -30,6 +31,9 @@ from domain.values import ComparisonOutcome, FailureDetails, FailureSource
 CONTENT_ERASED = "content_erased"
 
 log = structlog.get_logger("cjledger.dispatcher")
+
+BATCH_TEXTS_KEPT = 1024
+"""Batches whose instructions and rubric the dispatcher keeps (a few KB each)."""
 
 REQUESTED_TOPIC = get_topic(CJBatch.ComparisonsRequested)
 
@@ -71,6 +75,9 @@ class OutboxDispatcher:
         self.positions = positions
         self.name = name
         self.page_size = page_size
+        # a batch's instructions and rubric (or their absence) are stored with its
+        # registration, in the same transaction, and never change: read once per batch
+        self._batch_texts: dict[str, BatchTexts | None] = {}
 
     @property
     def position(self) -> int:
@@ -126,7 +133,7 @@ class OutboxDispatcher:
         if not requests or content is None:
             return requests, []
         batch_id = requests[0].batch_id
-        texts = content.batch_texts(batch_id)
+        texts = self._texts(content, batch_id)
         if texts is None:
             return requests, []
         refs = sorted({r.essay_a for r in requests} | {r.essay_b for r in requests})
@@ -146,6 +153,15 @@ class OutboxDispatcher:
             else:
                 erased.append(request)
         return ready, erased
+
+    def _texts(self, content: ContentStore, batch_id: str) -> BatchTexts | None:
+        if batch_id in self._batch_texts:
+            return self._batch_texts[batch_id]
+        texts = content.batch_texts(batch_id)
+        if len(self._batch_texts) >= BATCH_TEXTS_KEPT:
+            del self._batch_texts[next(iter(self._batch_texts))]  # the first kept
+        self._batch_texts[batch_id] = texts
+        return texts
 
     def answer_erased(self, batch_id: UUID, requests: list[ComparisonRequest]) -> None:
         outcomes = [
