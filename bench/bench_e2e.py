@@ -11,7 +11,20 @@ In the same repeat it measures the server's raw single-row ``INSERT`` + ``COMMIT
 (one connection, one row per transaction), the yardstick issue 11 compares the
 application path with: ratio = outcomes/s ÷ inserts/s.
 
-Layouts: 1 serve + 1 worker and 2 + 2. Run alone with ``uv run python -m bench.run e2e``.
+Layouts (the key in the results):
+
+* ``1+1`` and ``2+2``: S serve + W worker processes, each serve also running the
+  read-model projections in a thread (the default, ``CJLEDGER_SERVE_PROJECTIONS=true``);
+* ``1+1+p``: the documented split deployment: one serve with
+  ``CJLEDGER_SERVE_PROJECTIONS=false``, one worker, and one ``cjledger projections run``
+  process following the log beside them.
+
+Every repeat also records how far the projections were behind the log when the last
+batch was finalized (``projection_lag_at_end``, notifications) and how long they took to
+reach the head after that (``projections_caught_up_s``), so a layout cannot look faster
+by leaving the read models behind.
+
+Run alone with ``uv run python -m bench.run e2e``.
 """
 
 from __future__ import annotations
@@ -83,7 +96,30 @@ def _cpu_of_servers(since: dict[int, float]) -> dict[str, float]:
     return totals
 
 
-def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
+def _projection_lag(app: Any) -> int:
+    """Notifications of the log the slowest read model has not applied yet."""
+    from infrastructure.persistence.bootstrap import ddl_lock, retry_schema_race
+    from projections.runner import ReadModelRunner
+
+    # creating a runner creates missing tables: take the lock a running runner takes
+    with ddl_lock(app.env):
+        runner = retry_schema_race(lambda: ReadModelRunner(app))
+    return max(runner.lag().values())
+
+
+def _wait_projections_caught_up(app: Any, timeout: float) -> float | None:
+    """Seconds until the read models reached the head of the log (None: not in time)."""
+    started = time.monotonic()
+    while _projection_lag(app):
+        if time.monotonic() - started > timeout:
+            return None
+        time.sleep(0.1)
+    return time.monotonic() - started
+
+
+def one_run(
+    serves: int, workers: int, repeat: int, projections_apart: bool = False
+) -> dict[str, Any]:
     from application.batches import BatchApplication, RegisterBatch
     from domain.batch import CJBatch
     from domain.policy import BatchPolicy
@@ -118,21 +154,39 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
         app.close()
         env = service_env(database_url, prefix)
         env["CJLEDGER_LOG_LEVEL"] = "INFO"
+        if projections_apart:
+            env["CJLEDGER_SERVE_PROJECTIONS"] = "false"
         with tempfile.TemporaryDirectory() as tmp:
             services = Services(Path(tmp), env)
             try:
                 load_before = os.getloadavg()[0]
                 servers_before = {pid: _cpu_seconds(pid) for pid in _servers()}
-                started = [services.serve(f"serve-{i}") for i in range(serves)]
-                started += [services.lps_worker(f"worker-{i}") for i in range(workers)]
-                for process in started:
+                started = []
+                if projections_apart:
+                    # started first and caught up with the registrations, so that its
+                    # start-up is not counted in its CPU per outcome
+                    started.append(
+                        services.start("projections", services.command("projections", "run"))
+                    )
+                    with BatchApplication(env=eventsourcing_env(database_url)) as observer:
+                        _wait_projections_caught_up(observer, timeout=120)
+                serving = [services.serve(f"serve-{i}") for i in range(serves)]
+                serving += [services.lps_worker(f"worker-{i}") for i in range(workers)]
+                for process in serving:
                     process.wait_started()
+                started += serving
                 pids = {p.name: p.process.pid for p in started if p.process is not None}
                 cpu_before = {name: _cpu_seconds(pid) for name, pid in pids.items()}
                 wait_until_finalized(database_url, batch_ids, timeout=900, interval=0.5)
                 cpu = {name: _cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
                 cpu.update(_cpu_of_servers(servers_before))
                 load_after = os.getloadavg()[0]
+                observer = BatchApplication(env=eventsourcing_env(database_url))
+                try:
+                    lag_at_end = _projection_lag(observer)
+                    caught_up = _wait_projections_caught_up(observer, timeout=300)
+                finally:
+                    observer.close()
                 first_publish = min(
                     datetime.fromisoformat(line["timestamp"])
                     for process in started
@@ -164,17 +218,22 @@ def one_run(serves: int, workers: int, repeat: int) -> dict[str, Any]:
         # their start; the servers' figures include anything else they served meanwhile)
         "cpu_ms_per_outcome": {k: round(1000 * v / len(completed), 3) for k, v in cpu.items()},
         "load_1m": [round(load_before, 2), round(load_after, 2)],
+        "projection_lag_at_end": lag_at_end,
+        "projections_caught_up_s": None if caught_up is None else round(caught_up, 2),
     }
+
+
+# (key, serves, workers, projections in their own process)
+LAYOUTS = (("1+1", 1, 1, False), ("2+2", 2, 2, False), ("1+1+p", 1, 1, True))
 
 
 def main() -> None:
     quiet_logs()
     results: dict[str, list[dict[str, Any]]] = {}
-    for serves, workers in ((1, 1), (2, 2)):
-        layout = f"{serves}+{workers}"
+    for layout, serves, workers, apart in LAYOUTS:
         results[layout] = []
         for repeat in range(REPEATS):
-            run = one_run(serves, workers, repeat)
+            run = one_run(serves, workers, repeat, projections_apart=apart)
             progress(f"e2e {layout} repeat {repeat + 1}: {json.dumps(run)}")
             results[layout].append(run)
     targets = [
@@ -189,6 +248,11 @@ def main() -> None:
             [r["outcomes_per_second"] for r in results["2+2"]],
         ),
         Target.at_least(
+            "end to end 1 serve + 1 lps-worker + 1 projections run (outcomes/s)",
+            2000,
+            [r["outcomes_per_second"] for r in results["1+1+p"]],
+        ),
+        Target.at_least(
             "outcomes/s ÷ raw INSERT+COMMIT/s, 1+1 (same run)",
             1.0,
             [r["ratio"] for r in results["1+1"]],
@@ -197,13 +261,22 @@ def main() -> None:
         Target.at_least(
             "raw single-row INSERT+COMMIT (rows/s)",
             None,
-            [r["insert_commit_per_second"] for r in results["1+1"] + results["2+2"]],
+            [r["insert_commit_per_second"] for runs in results.values() for r in runs],
         ),
     ]
     emit(
         "e2e",
         targets=targets,
-        details={"batches": BATCHES, "essays": ESSAYS, "budget": BUDGET, "runs": results},
+        details={
+            "batches": BATCHES,
+            "essays": ESSAYS,
+            "budget": BUDGET,
+            "layouts": {
+                key: {"serve": s, "lps_worker": w, "projections_in_own_process": p}
+                for key, s, w, p in LAYOUTS
+            },
+            "runs": results,
+        },
     )
 
 
