@@ -8,7 +8,6 @@ the running ``serve`` process picks the first wave up from the event store.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 import threading
@@ -63,7 +62,10 @@ def lps_worker() -> None:
 
 
 def _run_process(name: str, settings: Settings) -> None:
-    # imported here so that ``submit`` and the other commands start without the broker stack
+    # imported here so that ``submit`` and the other commands (and ``--help``) start without
+    # the broker stack or asyncio
+    import asyncio
+
     from infrastructure.lps.providers import UnknownProvider
     from infrastructure.persistence.store import BadDatabaseUrl
 

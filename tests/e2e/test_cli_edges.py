@@ -27,7 +27,7 @@ from tests.e2e.messaging_support import ROOT, needs_postgres
 pytestmark = pytest.mark.e2e
 
 SECRET = "Sup3r-secret-pw"
-HEAVY_MODULES = ("numpy", "networkx", "psycopg", "scipy", "eventsourcing", "pydantic")
+HEAVY_MODULES = ("numpy", "networkx", "psycopg", "scipy", "eventsourcing", "pydantic", "asyncio")
 
 
 def cjledger(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
