@@ -566,19 +566,8 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
         if not rows:
             return
         names = ", ".join(columns)
-        document = _json_rows(columns, rows)
-        if document is not None:
-            c.execute(
-                f"INSERT INTO {table} ({names}) SELECT {names} "
-                f"FROM json_populate_recordset(NULL::{table}, %s::json)",
-                (document,),
-            )
-            return
-        arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in columns)
-        c.execute(
-            f"INSERT INTO {table} ({names}) SELECT * FROM unnest({arrays})",
-            [list(column) for column in zip(*rows, strict=True)],
-        )
+        source, params = _row_source(table, columns, rows, types)
+        c.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", params)
 
     def update_rows(
         self,
@@ -591,23 +580,10 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     ) -> None:
         if not rows:
             return
-        names = [*keys, *columns]
         sets = ", ".join(f"{n} = v.{n}" for n in columns)
         match = " AND ".join(f"t.{k} = v.{k}" for k in keys)
-        document = _json_rows(names, rows)
-        if document is not None:
-            c.execute(
-                f"UPDATE {table} AS t SET {sets} "
-                f"FROM json_populate_recordset(NULL::{table}, %s::json) AS v WHERE {match}",
-                (document,),
-            )
-            return
-        arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in names)
-        c.execute(
-            f"UPDATE {table} AS t SET {sets} FROM unnest({arrays}) AS v({', '.join(names)}) "
-            f"WHERE {match}",
-            [list(column) for column in zip(*rows, strict=True)],
-        )
+        source, params = _row_source(table, [*keys, *columns], rows, types)
+        c.execute(f"UPDATE {table} AS t SET {sets} FROM {source} WHERE {match}", params)
 
     def _delete_tracking(self, cursor: Any, key: str) -> None:
         cursor.execute(
@@ -679,6 +655,20 @@ def _json_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str | N
         return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], allow_nan=False)
     except (ValueError, TypeError):
         return None
+
+
+def _row_source(
+    table: str, names: Sequence[str], rows: Sequence[Sequence[Any]], types: dict[str, str]
+) -> tuple[str, Any]:
+    """A page's rows as a relation ``v`` with columns ``names``, and the parameters:
+    one JSON document (the same statement text on every page), or one array per column
+    when a value JSON cannot carry (±Infinity, NaN) is among them."""
+    document = _json_rows(names, rows)
+    if document is not None:
+        return f"json_populate_recordset(NULL::{table}, %s::json) AS v", (document,)
+    arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in names)
+    columns = [list(column) for column in zip(*rows, strict=True)]
+    return f"unnest({arrays}) AS v({', '.join(names)})", columns
 
 
 def store_for(app: Any) -> ReadModelStoreMixin:
