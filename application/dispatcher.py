@@ -38,10 +38,15 @@ BATCH_TEXTS_KEPT = 1024
 REQUESTED_TOPIC = get_topic(CJBatch.ComparisonsRequested)
 
 
+def wave_correlation_id(event: Any) -> str:
+    """What ties a wave's requests, outcomes and log lines together: ``<batch>/wave-<n>``."""
+    return f"{event.originator_id}/wave-{event.wave_number}"
+
+
 def requests_from_event(event: Any) -> list[ComparisonRequest]:
     """One request per pair of a ``ComparisonsRequested`` event; pure and deterministic."""
     batch_id = str(event.originator_id)
-    correlation_id = f"{batch_id}/wave-{event.wave_number}"
+    correlation_id = wave_correlation_id(event)
     return [
         ComparisonRequest(
             comparison_id=pair.comparison_id,
@@ -114,7 +119,7 @@ class OutboxDispatcher:
                 log.info(
                     "wave_dispatched",
                     batch_id=str(event.originator_id),
-                    correlation_id=f"{event.originator_id}/wave-{event.wave_number}",
+                    correlation_id=wave_correlation_id(event),
                     wave=event.wave_number,
                     requests=len(requests),
                     content_erased=len(erased),
