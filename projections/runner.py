@@ -117,6 +117,8 @@ class ReadModelRunner:
                 self.store.ensure_first_generation(name, projection.ddl, projection.indexes)
             else:
                 self.store.ensure_views(name, projection.ddl)
+        # one notification -> the event its read models take (the hot decoding path)
+        self.decode: Callable[[Any], Any] = app.mapper.to_domain_event
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
@@ -241,7 +243,7 @@ class ReadModelRunner:
         for name in generations:
             for topic in self.projections[name].topics:
                 routes.setdefault(topic, []).append(events[name])
-        decode = self.app.mapper.to_domain_event
+        decode = self.decode
         for notification in page:
             targets = routes.get(notification.topic)
             if targets:
@@ -338,7 +340,7 @@ class ReadModelRunner:
         end = notifications[-1].id
         # an event that cannot be decoded fails the page like a refused row: the caller
         # then goes event by event, keeps those before it and names it
-        decode = self.app.mapper.to_domain_event
+        decode = self.decode
         events = [decode(n) for n in notifications if n.topic in wanted]
         try:
             with self.store.writing(name, generation, end, start=position) as cursor:

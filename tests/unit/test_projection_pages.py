@@ -222,13 +222,13 @@ def test_one_pass_per_page_feeds_every_read_model_with_a_few_set_based_statement
     head = int(app.recorder.max_notification_id() or 0)
     runner = ReadModelRunner(app, page_size=head)  # the whole log in one page
     decoded = count()
-    to_event = app.mapper.to_domain_event
+    to_event = runner.decode
 
     def decode(notification: Any) -> Any:
         next(decoded)
         return to_event(notification)
 
-    monkeypatch.setattr(app.mapper, "to_domain_event", decode)
+    monkeypatch.setattr(runner, "decode", decode)
     counting = CountingStore(runner.store, monkeypatch)
     assert runner.run_once() == head
     assert next(decoded) == head, "each notification decoded once, for all read models"
