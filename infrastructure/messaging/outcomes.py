@@ -2,7 +2,8 @@
 
 Write throughput comes from batching, not from more writers: the message handler only
 parses the outcome and puts it in line; the consumer's recording loop takes whatever is
-waiting (up to ``max_items``, waiting at most ``max_wait`` seconds for more), records the
+waiting (up to ``max_items``; an idle loop first waits at most ``max_wait`` seconds for
+more, a backlog gathered during the last recording goes at once), records the
 lot with a single ``BatchApplication.record_outcomes`` call — one transaction — and then
 settles each message by its own result. Acknowledgements go out only after the commit.
 (Handlers do not wait for their result: a suspended handler per message cost more CPU
@@ -151,9 +152,22 @@ class ConsumerStats:
 @dataclass
 class _Waiting:
     delivery: Delivery
+    parsed: ParsedOutcome
     item: OutcomeItem
-    ids: dict[str, str]
     settled: bool = False  # acked, or handed to a task that dead-letters or requeues it
+
+    @property
+    def ids(self) -> dict[str, str]:
+        """What a log line about this outcome names (built only when one is written)."""
+        return {
+            "batch_id": str(self.parsed.batch_id),
+            "comparison_id": self.parsed.outcome.comparison_id,
+            "correlation_id": self.parsed.message.correlation_id,
+        }
+
+
+def _batch_ids(group: Sequence[_Waiting]) -> list[str]:
+    return [str(batch_id) for batch_id in sorted({w.parsed.batch_id for w in group})]
 
 
 class OutcomeConsumer:
@@ -241,18 +255,13 @@ class OutcomeConsumer:
             if isinstance(parsed, Refusal):
                 self._settle_later(self._dead_letter(delivery, parsed.code, parsed.reason, {}))
                 return
-            ids = {
-                "batch_id": str(parsed.batch_id),
-                "comparison_id": parsed.outcome.comparison_id,
-                "correlation_id": parsed.message.correlation_id,
-            }
+            item = (parsed.batch_id, parsed.outcome, raw_answer_of(parsed.message))
         except Exception:
             # a bug here must not leave the message unsettled until the channel closes
             log.exception("outcome_handling_failed", message_id=delivery.message_id)
             self._settle_later(self._requeue_later(delivery))
             return
-        item = (parsed.batch_id, parsed.outcome, raw_answer_of(parsed.message))
-        self._waiting.append(_Waiting(delivery, item, ids))
+        self._waiting.append(_Waiting(delivery, parsed, item))
         # wake the loop for the first item, and again once a group is full
         if len(self._waiting) == 1 or len(self._waiting) >= self.max_items:
             self._arrived.set()
@@ -260,6 +269,7 @@ class OutcomeConsumer:
     # ------------------------------------------------------------------ recording
 
     async def _run(self) -> None:
+        backlog = False  # outcomes arrived while the last group was being recorded
         while True:
             await self._arrived.wait()
             self._arrived.clear()
@@ -267,11 +277,14 @@ class OutcomeConsumer:
             group: list[_Waiting] = []
             try:
                 if (
-                    len(self._waiting) < self.max_items
+                    not backlog
+                    and len(self._waiting) < self.max_items
                     and self.max_wait > 0
                     and not self._closing.is_set()
                 ):
-                    # let the group fill for a moment; woken early only when it is full
+                    # An idle consumer lets the group fill for a moment (woken early only
+                    # when it is full). A backlog does not wait: the outcomes gathered
+                    # while the last group was being recorded, which took longer.
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._arrived.wait(), self.max_wait)
                     self._arrived.clear()
@@ -288,6 +301,7 @@ class OutcomeConsumer:
                     if not waiting.settled:
                         self._settle_later(self._requeue_later(waiting.delivery))
             finally:
+                backlog = bool(self._waiting)
                 self._idle.set()
 
     async def _record_group(self, group: list[_Waiting]) -> None:
@@ -328,7 +342,7 @@ class OutcomeConsumer:
             recorded=sum(1 for r in results if r.status is RecordStatus.RECORDED),
             duplicates=sum(1 for r in results if r.status is RecordStatus.DUPLICATE),
             rejected=sum(1 for r in results if r.status is RecordStatus.REJECTED),
-            batch_ids=sorted({w.ids["batch_id"] for w in group}),
+            batch_ids=_batch_ids(group),
             seconds=round(time.perf_counter() - started, 4),
         )
         if self.on_recorded is not None and any(r.status is RecordStatus.RECORDED for r in results):
@@ -342,7 +356,7 @@ class OutcomeConsumer:
             outcomes=len(group),
             consecutive_failures=self.consecutive_failures,
             error=f"{type(error).__name__}: {error}",
-            batch_ids=sorted({w.ids["batch_id"] for w in group}),
+            batch_ids=_batch_ids(group),
         )
         for waiting in group:
             waiting.settled = True

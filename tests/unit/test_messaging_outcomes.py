@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -471,3 +472,37 @@ async def test_an_unusable_bundle_envelope_is_dead_lettered_whole(
     assert len(dead.sent) == 1 and dead.sent[0][0] is delivery
     assert dead.codes[0].startswith(code)
     assert delivery.acked == 1
+
+
+async def test_outcomes_that_arrive_during_a_recording_are_recorded_next_without_waiting(
+    cj: BatchApplication,
+) -> None:
+    """A group only waits ``max_wait`` to fill when the consumer was idle: outcomes that
+    queued up while the previous group was being recorded go at once (here ``max_wait``
+    is far longer than the test waits)."""
+    batch = started_batch(cj, n=8)
+    gate = threading.Event()
+    recorder = CountingRecorder(cj.record_outcomes)
+
+    def record(items: Sequence[Any]) -> list[RecordResult]:
+        gate.wait(timeout=5)
+        return recorder(items)
+
+    consumer = consumer_for(record, FakeDeadLetters(), max_items=2, max_wait=30.0)
+    deliveries = [FakeDelivery(outcome_body(batch, i)) for i in range(3)]
+    await consumer.start()
+    await consumer.handle(deliveries[0])
+    await consumer.handle(deliveries[1])  # a full group: recorded at once, held at the gate
+    while consumer._waiting:  # the first group was taken
+        await asyncio.sleep(0.01)
+    await consumer.handle(deliveries[2])  # arrives while the first group is recording
+    gate.set()
+
+    async def all_acked() -> None:
+        while not all(d.acked for d in deliveries):
+            await asyncio.sleep(0.01)
+
+    await asyncio.wait_for(all_acked(), timeout=10)  # not after max_wait (30 s)
+    await consumer.drain()
+    await consumer.stop()
+    assert recorder.calls == [2, 1]
