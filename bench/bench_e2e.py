@@ -24,7 +24,9 @@ batch was finalized (``projection_lag_at_end``, notifications) and how long they
 reach the head after that (``projections_caught_up_s``), so a layout cannot look faster
 by leaving the read models behind.
 
-Run alone with ``uv run python -m bench.run e2e``.
+Run alone with ``uv run python -m bench.run e2e``; ``CJLEDGER_BENCH_E2E_LAYOUTS="1+1"``
+runs only the layouts named (space-separated keys), e.g. to compare two commits run after
+run.
 """
 
 from __future__ import annotations
@@ -225,45 +227,50 @@ def one_run(
 
 # (key, serves, workers, projections in their own process)
 LAYOUTS = (("1+1", 1, 1, False), ("2+2", 2, 2, False), ("1+1+p", 1, 1, True))
+TITLES = {
+    "1+1": "end to end 1 serve + 1 lps-worker (outcomes/s)",
+    "2+2": "end to end 2 serve + 2 lps-worker (outcomes/s)",
+    "1+1+p": "end to end 1 serve + 1 lps-worker + 1 projections run (outcomes/s)",
+}
+#: the layouts to run (keys, space-separated): all by default; one alone is quicker when
+#: comparing two commits run after run
+SELECTED = os.environ.get("CJLEDGER_BENCH_E2E_LAYOUTS", " ".join(TITLES)).split()
 
 
 def main() -> None:
     quiet_logs()
+    unknown = [key for key in SELECTED if key not in TITLES]
+    if unknown:
+        raise SystemExit(f"unknown e2e layout {unknown[0]!r}; known: {', '.join(TITLES)}")
     results: dict[str, list[dict[str, Any]]] = {}
     for layout, serves, workers, apart in LAYOUTS:
+        if layout not in SELECTED:
+            continue
         results[layout] = []
         for repeat in range(REPEATS):
             run = one_run(serves, workers, repeat, projections_apart=apart)
             progress(f"e2e {layout} repeat {repeat + 1}: {json.dumps(run)}")
             results[layout].append(run)
     targets = [
-        Target.at_least(
-            "end to end 1 serve + 1 lps-worker (outcomes/s)",
-            2000,
-            [r["outcomes_per_second"] for r in results["1+1"]],
-        ),
-        Target.at_least(
-            "end to end 2 serve + 2 lps-worker (outcomes/s)",
-            2000,
-            [r["outcomes_per_second"] for r in results["2+2"]],
-        ),
-        Target.at_least(
-            "end to end 1 serve + 1 lps-worker + 1 projections run (outcomes/s)",
-            2000,
-            [r["outcomes_per_second"] for r in results["1+1+p"]],
-        ),
-        Target.at_least(
-            "outcomes/s ÷ raw INSERT+COMMIT/s, 1+1 (same run)",
-            1.0,
-            [r["ratio"] for r in results["1+1"]],
-            unit="x",
-        ),
+        Target.at_least(TITLES[key], 2000, [r["outcomes_per_second"] for r in runs])
+        for key, runs in results.items()
+    ]
+    if "1+1" in results:
+        targets.append(
+            Target.at_least(
+                "outcomes/s ÷ raw INSERT+COMMIT/s, 1+1 (same run)",
+                1.0,
+                [r["ratio"] for r in results["1+1"]],
+                unit="x",
+            )
+        )
+    targets.append(
         Target.at_least(
             "raw single-row INSERT+COMMIT (rows/s)",
             None,
             [r["insert_commit_per_second"] for runs in results.values() for r in runs],
-        ),
-    ]
+        )
+    )
     emit(
         "e2e",
         targets=targets,
@@ -274,6 +281,7 @@ def main() -> None:
             "layouts": {
                 key: {"serve": s, "lps_worker": w, "projections_in_own_process": p}
                 for key, s, w, p in LAYOUTS
+                if key in results
             },
             "runs": results,
         },
