@@ -25,6 +25,7 @@ import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from projections.catalogue import PROJECTIONS, ReadModelProjection
+from projections.decoding import notification_decoder
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
 __all__ = [
@@ -118,7 +119,9 @@ class ReadModelRunner:
             else:
                 self.store.ensure_views(name, projection.ddl)
         # one notification -> the event its read models take (the hot decoding path)
-        self.decode: Callable[[Any], Any] = app.mapper.to_domain_event
+        self.decode: Callable[[Any], Any] = notification_decoder(
+            app, {topic for p in self.projections.values() for topic in p.topics}
+        )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.last_error: BaseException | None = None
