@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import fields, is_dataclass
+from datetime import datetime
 from typing import Any, ClassVar
 
 from eventsourcing.dispatch import singledispatchmethod
@@ -81,6 +82,7 @@ def plain(value: Any) -> Any:
     if names is None:
         dataclass = is_dataclass(value) and not isinstance(value, type)
         names = _FIELDS[kind] = tuple(f.name for f in fields(value)) if dataclass else ()
+        _FIELD_SETS[kind] = frozenset(names)
         if not dataclass:
             _NOT_DATACLASSES.add(kind)
     if kind not in _NOT_DATACLASSES:
@@ -92,8 +94,46 @@ def plain(value: Any) -> Any:
     return value
 
 
+def context_json(context: Any) -> str:
+    """``json.dumps(plain(context), sort_keys=True)``, copying less: a dataclass whose
+    attribute dict holds exactly its fields is encoded from that dict, and so are the
+    dataclasses in its sequences (a decision's score points); anything else the encoder
+    meets is asked of ``_fields``, which gives what ``plain`` would."""
+    return json.dumps(_object(context), sort_keys=True, default=_fields)
+
+
+def _object(value: Any) -> Any:
+    attributes = _fields(value)
+    return {
+        name: [_fields(item) if type(item) not in _SCALARS else item for item in field]
+        if type(field) is tuple or type(field) is list
+        else field
+        for name, field in attributes.items()
+    }
+
+
+def _fields(value: Any) -> Any:
+    """What ``plain`` gives for a dataclass, for the JSON encoder: its attribute dict
+    itself when that holds exactly its fields (nested values are encoded in turn);
+    anything else is not the encoder's to write, as ``json.dumps(plain(...))`` says."""
+    kind = type(value)
+    names = _FIELDS.get(kind)
+    if names is None:
+        plain(value)  # learns whether it is a dataclass, and its fields
+        names = _FIELDS[kind]
+    if kind in _NOT_DATACLASSES:
+        if isinstance(value, list | tuple | dict):
+            return value
+        raise TypeError(f"Object of type {kind.__name__} is not JSON serializable")
+    attributes = getattr(value, "__dict__", None)
+    if attributes is not None and attributes.keys() == _FIELD_SETS[kind]:
+        return attributes
+    return {name: getattr(value, name) for name in names}
+
+
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _FIELDS: dict[type, tuple[str, ...]] = {}
+_FIELD_SETS: dict[type, frozenset[str]] = {}
 _NOT_DATACLASSES: set[type] = set()
 
 
@@ -262,13 +302,13 @@ class BatchSummaryProjection(ReadModelProjection):
             return
         table = tables["batch_summary"]
         columns = SUMMARY_COLUMNS
-        touched = list(dict.fromkeys(str(e.originator_id) for e in events))
+        batch_ids = [str(e.originator_id) for e in events]
+        touched = list(dict.fromkeys(batch_ids))
         rows = {r["batch_id"]: r for r in store.select_in(c, table, "batch_id", touched)}
         inserted: list[dict[str, Any]] = []
         new: set[str] = set()  # batches whose row is one of ``inserted``
         changed: dict[str, dict[str, Any]] = {}
-        for event in events:
-            batch_id = str(event.originator_id)
+        for batch_id, event in zip(batch_ids, events, strict=True):
             if isinstance(event, CJBatch.BatchRegistered):
                 row = _registered_row(event, columns)
                 inserted.append(row)  # a batch registered twice fails as a duplicate key
@@ -282,6 +322,8 @@ class BatchSummaryProjection(ReadModelProjection):
             _fold_summary(current, event)
             if batch_id not in new:
                 changed[batch_id] = current
+        for row in (*changed.values(), *inserted):
+            _times_as_text(row)
         store.update_rows(
             c,
             table,
@@ -333,15 +375,20 @@ def _registered_row(event: Any, columns: Sequence[str]) -> dict[str, Any]:
     return row
 
 
+def _times_as_text(row: dict[str, Any]) -> None:
+    """The folded row's times as ``apply`` writes them (``_fold_summary`` leaves each
+    event's time as it is: only the last one of a page is written)."""
+    for name in ("updated_at", "finalized_at"):
+        value = row[name]
+        if isinstance(value, datetime):
+            row[name] = value.isoformat()
+
+
 def _fold_summary(row: dict[str, Any], event: Any) -> None:
-    """What ``BatchSummaryProjection.apply``'s ``UPDATE`` does to the row, in memory."""
-    at = iso(event.timestamp)
-    if isinstance(event, CJBatch.BatchingModeSet):
-        row.update(mode=event.mode.value, mode_source=event.source, updated_at=at)
-    elif isinstance(event, CJBatch.ComparisonsRequested):
-        row.update(status="running", waves=event.wave_number, updated_at=at)
-        row["comparisons_requested"] += len(event.pairs)
-    elif isinstance(event, CJBatch.ComparisonCompleted):
+    """What ``BatchSummaryProjection.apply``'s ``UPDATE`` does to the row, in memory
+    (times left as ``datetime``: ``_times_as_text`` writes them as ``apply`` does)."""
+    at = event.timestamp
+    if isinstance(event, CJBatch.ComparisonCompleted):  # most events of a log
         details: Any = event.outcome.success
         if details is None:
             details = event.outcome.failure
@@ -352,6 +399,11 @@ def _fold_summary(row: dict[str, Any], event: Any) -> None:
         row["completion_tokens"] += details.completion_tokens
         row["cost_usd"] += details.cost_usd
         row["updated_at"] = at
+    elif isinstance(event, CJBatch.BatchingModeSet):
+        row.update(mode=event.mode.value, mode_source=event.source, updated_at=at)
+    elif isinstance(event, CJBatch.ComparisonsRequested):
+        row.update(status="running", waves=event.wave_number, updated_at=at)
+        row["comparisons_requested"] += len(event.pairs)
     elif isinstance(event, CJBatch.EssayErased):
         row["essays_erased"] += 1
         row["updated_at"] = at
@@ -555,7 +607,7 @@ class ComparisonsProjection(ReadModelProjection):
             c,
             table,
             COMPARISON_COLUMNS,
-            [[row[n] for n in COMPARISON_COLUMNS] for row in inserted],
+            [list(row.values()) for row in inserted],
             COMPARISON_TYPES,
         )
 
@@ -569,25 +621,32 @@ def _requested_rows(event: Any) -> list[dict[str, Any]]:
     batch_id = str(event.originator_id)
     requested_at, deadline_at = iso(event.requested_at), iso(event.deadline_at)
     mode = event.generation_mode.value
-    rows = []
-    for index, p in enumerate(event.pairs):
-        row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS)
-        row.update(
-            comparison_id=p.comparison_id,
-            batch_id=batch_id,
-            wave=event.wave_number,
-            pair_index=index,
-            generation_mode=mode,
-            essay_a=p.essay_a,
-            essay_b=p.essay_b,
-            outcome="pending",
-            provider=event.provider,
-            model=event.model,
-            requested_at=requested_at,
-            deadline_at=deadline_at,
-        )
-        rows.append(row)
-    return rows
+    wave, provider, model = event.wave_number, event.provider, event.model
+    # keys in the order of COMPARISON_COLUMNS: ``apply_page`` writes ``row.values()``
+    return [
+        {
+            "comparison_id": p.comparison_id,
+            "batch_id": batch_id,
+            "wave": wave,
+            "pair_index": index,
+            "generation_mode": mode,
+            "essay_a": p.essay_a,
+            "essay_b": p.essay_b,
+            "outcome": "pending",
+            "winner": None,
+            "confidence": None,
+            "error_code": None,
+            "error_source": None,
+            "provider": provider,
+            "model": model,
+            "latency_ms": None,
+            "cost_usd": None,
+            "requested_at": requested_at,
+            "deadline_at": deadline_at,
+            "completed_at": None,
+        }
+        for index, p in enumerate(event.pairs)
+    ]
 
 
 def _completed_values(event: Any) -> dict[str, Any]:
@@ -672,7 +731,7 @@ def _decision_row(event: Any) -> tuple[Any, ...]:
         ctx.failures,
         ctx.success_rate,
         ctx.max_score_change,
-        json.dumps(plain(ctx), sort_keys=True),
+        context_json(ctx),
         iso(event.timestamp),
     )
 

@@ -12,6 +12,7 @@ built from fast-decoded events are those built from the mapper's.
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 from enum import Enum
 from itertools import count
 from typing import Any
@@ -34,7 +35,8 @@ from application.serialization import register_value_types
 from domain.batch import CJBatch
 from domain.continuation import ContinuationContext, ScorePoint
 from domain.values import BatchingMode
-from projections.catalogue import PROJECTIONS
+from projections.catalogue import COMPARISON_COLUMNS, PROJECTIONS, context_json
+from projections.catalogue import _requested_rows as requested_rows
 from projections.decoding import NotificationDecoder, wrapped_value_builders
 from projections.runner import ReadModelRunner
 from tests.conftest import AppFactory
@@ -134,6 +136,23 @@ def test_read_models_from_fast_events_equal_those_from_the_mappers(
             built[generation] = rows(store, name, generation)
         assert built[40] == built[41], name
         assert any(built[40].values()), name
+
+
+def test_the_folds_write_what_the_events_say(logged: BatchApplication) -> None:
+    """The catalogue's shortcuts for decoded events: a decision's context is written as
+    ``json.dumps(asdict(...), sort_keys=True)`` would write it, and a requested
+    comparison's row holds the columns in the table's order (it is written as is)."""
+    decoder = NotificationDecoder(logged.mapper, TOPICS)
+    events = [decoder(n) for n in notifications(logged) if n.topic in TOPICS]
+    decisions = [e for e in events if isinstance(e, CJBatch.ContinuationDecided)]
+    assert decisions
+    for event in decisions:
+        expected = json.dumps(asdict(event.context), sort_keys=True)
+        assert context_json(event.context) == expected
+    requested = [e for e in events if isinstance(e, CJBatch.ComparisonsRequested)]
+    for event in requested:
+        for row in requested_rows(event):
+            assert tuple(row) == COMPARISON_COLUMNS
 
 
 def insert_rows(app: BatchApplication, stored: list[dict[str, Any]]) -> None:
