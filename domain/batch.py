@@ -537,24 +537,29 @@ class CJBatch(Aggregate):
         return self.successes + self.failures
 
     def pair_history(self) -> list[PairRecord]:
+        pending, succeeded, failed = PairStatus.PENDING, PairStatus.SUCCEEDED, PairStatus.FAILED
         history = []
         for record in self.comparisons.values():
-            if record.outcome is None:
-                status = PairStatus.PENDING
-            elif record.outcome.success is not None:
-                status = PairStatus.SUCCEEDED
+            outcome = record.outcome
+            if outcome is None:
+                status = pending
+            elif outcome.success is not None:
+                status = succeeded
             else:
-                status = PairStatus.FAILED
-            history.append(PairRecord(record.pair.essay_a, record.pair.essay_b, status))
+                status = failed
+            pair = record.pair
+            history.append(PairRecord(pair.essay_a, pair.essay_b, status))
         return history
 
     def verdicts(self) -> list[Verdict]:
         """Every successful comparison as shown (A first) with its winner, in request order."""
-        return [
-            Verdict(record.pair.essay_a, record.pair.essay_b, record.outcome.success.winner_id)
-            for record in self.comparisons.values()
-            if record.outcome is not None and record.outcome.success is not None
-        ]
+        verdicts = []
+        for record in self.comparisons.values():
+            outcome = record.outcome
+            if outcome is not None and outcome.success is not None:
+                pair = record.pair
+                verdicts.append(Verdict(pair.essay_a, pair.essay_b, outcome.success.winner_id))
+        return verdicts
 
     def successes_in_last_wave(self) -> int:
         if not self.waves:
@@ -570,11 +575,11 @@ class CJBatch(Aggregate):
         """(winner, loser) of every successful comparison, in request order."""
         results = []
         for record in self.comparisons.values():
-            success = record.outcome.success if record.outcome else None
-            if success is not None:
+            outcome = record.outcome
+            if outcome is not None and (success := outcome.success) is not None:
                 pair = record.pair
-                loser = pair.essay_b if success.winner_id == pair.essay_a else pair.essay_a
-                results.append((success.winner_id, loser))
+                winner = success.winner_id
+                results.append((winner, pair.essay_b if winner == pair.essay_a else pair.essay_a))
         return results
 
     def overdue_comparisons(self, now: datetime) -> list[str]:

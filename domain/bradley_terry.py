@@ -59,6 +59,7 @@ class PairwiseCounts:
             inverse, weights=(winners == first).astype(np.float64), minlength=len(keys)
         ).astype(np.float64)
         self.second_wins: NDArray[np.float64] = self.total - self.first_wins
+        self._flat: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None
 
     def differences(self, theta: NDArray[np.float64]) -> NDArray[np.float64]:
         return theta[self.first] - theta[self.second]
@@ -105,10 +106,18 @@ class PairwiseCounts:
         )
 
     def dense_hessian(self, information: NDArray[np.float64]) -> NDArray[np.float64]:
-        hessian = np.diag(self.degrees(information))
-        hessian[self.first, self.second] = -information
-        hessian[self.second, self.first] = -information
-        return hessian
+        """The Hessian of the likelihood as an n×n array: the degrees on the diagonal,
+        minus each pair's information off it (flat indexes, as ``np.diag`` fills)."""
+        n = self.n
+        if self._flat is None:
+            self._flat = (self.first * n + self.second, self.second * n + self.first)
+        upper, lower = self._flat
+        hessian = np.zeros(n * n)
+        hessian[:: n + 1] = self.degrees(information)
+        off_diagonal = -information
+        hessian[upper] = off_diagonal
+        hessian[lower] = off_diagonal
+        return hessian.reshape(n, n)
 
     def sparse_hessian(self, information: NDArray[np.float64], ridge: float) -> sparse.csr_matrix:
         """The penalised Hessian as a sparse matrix: O(pairs) memory, whatever n is."""
@@ -151,7 +160,7 @@ class Point:
 
     def loss_change(self, move: NDArray[np.float64]) -> float:
         """``PairwiseCounts.loss_change(theta, move)``."""
-        return float(np.sum(self.pair_changes(self.counts.differences(move))))
+        return float(self.pair_changes(self.counts.differences(move)).sum())
 
     def pair_changes(self, dd: NDArray[np.float64]) -> NDArray[np.float64]:
         """Each pair's loss change when its difference moves by ``dd``. The
@@ -172,11 +181,18 @@ class Point:
         return change
 
 
+def _mean(values: NDArray[np.float64]) -> float:
+    """``float(np.mean(values))`` of a 1-D array, bit for bit (the same pairwise sum,
+    divided by the count), without ``np.mean``'s dispatch, which a small fit pays
+    dozens of times."""
+    return float(values.sum()) / len(values)
+
+
 def _weighted_degree(
     index: NDArray[np.intp], weights: NDArray[np.float64], n: int
 ) -> NDArray[np.float64]:
     """Sum of ``weights`` per essay index: the scatter step of gradient and Hessian."""
-    return np.bincount(index, weights=weights, minlength=n).astype(np.float64)
+    return np.asarray(np.bincount(index, weights=weights, minlength=n), dtype=np.float64)
 
 
 def _softplus_change(x: NDArray[np.float64], delta: NDArray[np.float64]) -> NDArray[np.float64]:
@@ -228,17 +244,17 @@ def fit(
         # mean 0 and, from a mean-0 start, the exact Newton step has mean 0 too. Only
         # rounding puts a mean into it — amplified by 1/(2·ridge) along the flat "shift
         # everyone" direction, enough to stall convergence at tiny ridges. Drop it.
-        step -= float(np.mean(step))
-        if float(np.max(np.abs(step))) < _STEP_TOLERANCE:
+        step -= _mean(step)
+        if float(np.abs(step).max()) < _STEP_TOLERANCE:
             # Too small for the objective to register, so skip the line search.
             theta = theta - step
-            return theta - float(np.mean(theta))
+            return theta - _mean(theta)
         decrement = float(gradient @ step)  # predicted decrease of a full step, times two
         fraction = 1.0
         while objective_change(point, -fraction * step) > -0.25 * fraction * decrement:
             fraction *= 0.5
             if fraction < _SMALLEST_STEP_FRACTION:
-                return theta - float(np.mean(theta))
+                return theta - _mean(theta)
         theta = theta - fraction * step
     raise ArithmeticError(  # unreachable for a strictly convex objective; guards a bug
         f"Bradley-Terry fit did not converge in {_MAX_NEWTON_STEPS} Newton steps"
@@ -260,7 +276,7 @@ def _newton_step(
     n = counts.n
     if n <= SPARSE_ABOVE:
         hessian = counts.dense_hessian(information)
-        hessian[np.diag_indices(n)] += 2.0 * ridge
+        hessian.reshape(-1)[:: n + 1] += 2.0 * ridge  # the diagonal (a view: contiguous)
         return np.asarray(np.linalg.solve(hessian, gradient), np.float64)
     hessian = counts.sparse_hessian(information, ridge)
     step, status = sparse_linalg.cg(hessian, gradient, rtol=_CG_TOLERANCE, atol=0.0, maxiter=n)
@@ -356,6 +372,7 @@ def fit_many(
     flat = PairwiseCounts.__new__(PairwiseCounts)  # the k fits as one flat network
     flat.n, flat.first, flat.second = k * n, first, second
     flat.total, flat.first_wins, flat.second_wins = total, first_wins, second_wins
+    flat._flat = None
 
     theta = np.zeros(k * n)
     results: list[NDArray[np.float64] | None] = [
@@ -385,13 +402,14 @@ def fit_many(
         hessians[owner, local_second, local_first] = -information
         hessians[:, diagonal, diagonal] += 2.0 * ridge
         steps = np.linalg.solve(hessians, gradient.reshape(k, n)[:, :, None])[:, :, 0]
-        steps = np.array([step - float(np.mean(step)) for step in steps])
+        steps = np.array([step - _mean(step) for step in steps])
+        largest = np.abs(steps).max(axis=1)  # exact, whatever the order
         moving: dict[int, tuple[float, float]] = {}  # fit -> (fraction, decrement)
         for i in active:
             step = steps[i]
-            if float(np.max(np.abs(step))) < _STEP_TOLERANCE:
+            if float(largest[i]) < _STEP_TOLERANCE:
                 done = theta[i * n : (i + 1) * n] - step
-                results[i] = done - float(np.mean(done))
+                results[i] = done - _mean(done)
             else:
                 moving[i] = (1.0, float(gradient[i * n : (i + 1) * n] @ step))
         # The line searches: every fit still searching tries its next fraction together.
@@ -405,11 +423,11 @@ def fit_many(
             for i, (fraction, decrement) in list(searching.items()):
                 at = theta[i * n : (i + 1) * n]
                 m = move[i * n : (i + 1) * n]
-                change = float(np.sum(own(changes, i))) + ridge * float(m @ (2.0 * at + m))
+                change = float(own(changes, i).sum()) + ridge * float(m @ (2.0 * at + m))
                 if change > -0.25 * fraction * decrement:
                     fraction *= 0.5
                     if fraction < _SMALLEST_STEP_FRACTION:
-                        results[i] = at - float(np.mean(at))
+                        results[i] = at - _mean(at)
                         del searching[i]
                         del moving[i]
                     else:

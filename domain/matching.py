@@ -97,17 +97,27 @@ def matching_round(data: RoundInput, rng: random.Random) -> list[tuple[int, int]
     need_unit = (len(vertices) // 2 + 1) * AFFINITY_LEVELS  # outweighs any lower-tier sum
     coin = {i: rng.random() for i in vertices}
     order = sorted(vertices, key=lambda i: (data.scores[i], coin[i]))
+    finite = finite_scores(data.scores)
+    balance = data.balance
+    jitter = rng.randrange
 
     weights: dict[int, int] = {}
 
     def weigh(codes: list[int]) -> list[tuple[int, int]]:
-        """(weight, code) for each candidate, computed once per pair, in code order."""
+        """(-weight, code) for each candidate, the weight computed once per pair, in code
+        order (each new pair draws its jitter in that order). The affinity: score
+        closeness first; then orientation fit; then seeded jitter."""
         weighted = []
         for code in codes:
-            if code not in weights:
+            weight = weights.get(code)
+            if weight is None:
                 i, j = divmod(code, n)
-                weights[code] = (need[i] + need[j]) * need_unit + _affinity(data, i, j, rng)
-            weighted.append((weights[code], code))
+                a, b = balance[i], balance[j]
+                fits = 0 if (a > 0 and b > 0) or (a < 0 and b < 0) else 1
+                closeness = round(CLOSENESS_LEVELS / (1.0 + abs(finite[i] - finite[j])))
+                affinity = (closeness * FIT_LEVELS + fits) * JITTER_LEVELS + jitter(JITTER_LEVELS)
+                weight = weights[code] = (need[i] + need[j]) * need_unit + affinity
+            weighted.append((-weight, code))
         return weighted
 
     partner: dict[int, int] = {}
@@ -122,8 +132,8 @@ def matching_round(data: RoundInput, rng: random.Random) -> list[tuple[int, int]
             break
     _close(data, [i for i in order if i not in partner], partner)
     pairs = {(min(i, j), max(i, j)) for i, j in partner.items()}
-    _repair_far_pairs(data, pairs, partner)
-    return sorted(pairs, key=lambda p: (-_weight_of(weights, data, need, need_unit, p), p))
+    _repair_far_pairs(data, finite, pairs, partner)
+    return sorted(pairs, key=lambda p: (-_weight_of(weights, n, finite, need, need_unit, p), p))
 
 
 def _most_compared(vertices: list[int], counts: list[int], rng: random.Random) -> int:
@@ -131,32 +141,30 @@ def _most_compared(vertices: list[int], counts: list[int], rng: random.Random) -
     return rng.choice([i for i in vertices if counts[i] == most])
 
 
-def _affinity(data: RoundInput, i: int, j: int, rng: random.Random) -> int:
-    """Score closeness first; then orientation fit; then seeded jitter."""
-    closeness = _closeness(data, i, j)
-    a, b = data.balance[i], data.balance[j]
-    fits = 0 if (a > 0 and b > 0) or (a < 0 and b < 0) else 1
-    return (closeness * FIT_LEVELS + fits) * JITTER_LEVELS + rng.randrange(JITTER_LEVELS)
+def finite_scores(scores: Sequence[float]) -> list[float]:
+    """Each score, or 0 where it is not finite (a missing fit must not poison closeness)."""
+    return [value if math.isfinite(value) else 0.0 for value in scores]
 
 
-def _closeness(data: RoundInput, i: int, j: int) -> int:
-    return round(CLOSENESS_LEVELS / (1.0 + abs(_finite(data.scores[i]) - _finite(data.scores[j]))))
-
-
-def _finite(value: float) -> float:
-    return value if math.isfinite(value) else 0.0
+def _closeness(finite: Sequence[float], i: int, j: int) -> int:
+    return round(CLOSENESS_LEVELS / (1.0 + abs(finite[i] - finite[j])))
 
 
 def _weight_of(
-    weights: dict[int, int], data: RoundInput, need: list[int], unit: int, pair: tuple[int, int]
+    weights: dict[int, int],
+    n: int,
+    finite: Sequence[float],
+    need: list[int],
+    unit: int,
+    pair: tuple[int, int],
 ) -> int:
     """The weight a pair was matched at; pairs found by the closing scan or the repair
     were never weighed with jitter, so they rank by need and closeness alone."""
     i, j = pair
-    code = i * data.n + j
-    if code in weights:
-        return weights[code]
-    return (need[i] + need[j]) * unit + _closeness(data, i, j) * FIT_LEVELS * JITTER_LEVELS
+    weight = weights.get(i * n + j)
+    if weight is not None:
+        return weight
+    return (need[i] + need[j]) * unit + _closeness(finite, i, j) * FIT_LEVELS * JITTER_LEVELS
 
 
 def _candidates(
@@ -168,6 +176,8 @@ def _candidates(
     found its ``NEIGHBOURS``, so the scans together cost O(len(order)·k + history).
     """
     n = data.n
+    blocked = data.blocked
+    draw = rng.randrange
     codes: set[int] = set()
     size = len(order)
     for position, i in enumerate(order):
@@ -175,20 +185,23 @@ def _candidates(
         other = position + 1
         while found < NEIGHBOURS and other < size:
             j = order[other]
-            if data.available(i, j):
-                codes.add(i * n + j if i < j else j * n + i)
+            code = i * n + j if i < j else j * n + i
+            if code not in blocked:
+                codes.add(code)
                 found += 1
             other += 1
         for _ in range(random_partners):
-            j = order[rng.randrange(size)]
-            if j != i and data.available(i, j):
-                codes.add(i * n + j if i < j else j * n + i)
+            j = order[draw(size)]
+            if j != i:
+                code = i * n + j if i < j else j * n + i
+                if code not in blocked:
+                    codes.add(code)
     return sorted(codes)
 
 
 def _greedy(weighted: list[tuple[int, int]], partner: dict[int, int], n: int) -> None:
-    """Take candidate pairs best first while both essays are free."""
-    weighted.sort(key=lambda item: (-item[0], item[1]))
+    """Take candidate pairs, ``(-weight, code)``, best first while both essays are free."""
+    weighted.sort()
     for _, code in weighted:
         i, j = divmod(code, n)
         if i not in partner and j not in partner:
@@ -225,7 +238,10 @@ def _close(data: RoundInput, unmatched: list[int], partner: dict[int, int]) -> N
 
 
 def _repair_far_pairs(
-    data: RoundInput, pairs: set[tuple[int, int]], partner: dict[int, int]
+    data: RoundInput,
+    finite: Sequence[float],
+    pairs: set[tuple[int, int]],
+    partner: dict[int, int],
 ) -> None:
     """Swap partners between two far pairs when both new pairs are closer.
 
@@ -235,7 +251,7 @@ def _repair_far_pairs(
     """
     if len(pairs) < 2:
         return
-    closeness = {pair: _closeness(data, *pair) for pair in pairs}
+    closeness = {pair: _closeness(finite, *pair) for pair in pairs}
     typical = sorted(closeness.values())[len(closeness) // 2]
     far = sorted((pair for pair in pairs if closeness[pair] < typical), key=closeness.__getitem__)
     for first_index, first in enumerate(far):
@@ -244,7 +260,9 @@ def _repair_far_pairs(
         for second in far[first_index + 1 : first_index + 1 + 2 * NEIGHBOURS]:
             if second not in pairs:
                 continue
-            swapped = _better_swap(data, first, second, closeness[first] + closeness[second])
+            swapped = _better_swap(
+                data, finite, first, second, closeness[first] + closeness[second]
+            )
             if swapped is not None:
                 pairs.discard(first)
                 pairs.discard(second)
@@ -256,12 +274,16 @@ def _repair_far_pairs(
 
 
 def _better_swap(
-    data: RoundInput, first: tuple[int, int], second: tuple[int, int], current: int
+    data: RoundInput,
+    finite: Sequence[float],
+    first: tuple[int, int],
+    second: tuple[int, int],
+    current: int,
 ) -> tuple[tuple[int, int], tuple[int, int]] | None:
     (a, b), (c, d) = first, second
     for x, y in (((a, c), (b, d)), ((a, d), (b, c))):
         if not (data.available(*x) and data.available(*y)):
             continue
-        if _closeness(data, *x) + _closeness(data, *y) > current:
+        if _closeness(finite, *x) + _closeness(finite, *y) > current:
             return (min(x), max(x)), (min(y), max(y))
     return None

@@ -167,8 +167,10 @@ def _path_to(end: str, reached: Mapping[str, tuple[int, str] | None]) -> list[in
 
 def balances(history: Sequence[PairRecord]) -> Counter[str]:
     """Each essay's A appearances minus its B appearances."""
-    balance: Counter[str] = Counter()
+    balance: dict[str, int] = {}
+    get = balance.get  # a plain dict: Counter's missing-key path is slow Python
     for record in history:
-        balance[record.essay_a] += 1
-        balance[record.essay_b] -= 1
-    return balance
+        a, b = record.essay_a, record.essay_b
+        balance[a] = get(a, 0) + 1
+        balance[b] = get(b, 0) - 1
+    return Counter(balance)

@@ -65,11 +65,7 @@ def success_coverage(
     without a success) that have at least one successful outcome."""
     essays = unique_sorted(essay_ids)
     known = set(essays)
-    succeeded = {
-        record.key
-        for record in history
-        if record.status is PairStatus.SUCCEEDED and is_between(record, known)
-    }
+    succeeded = _keys_between(known, history, PairStatus.SUCCEEDED, True)
     lost = {k for k in unavailable if set(k) <= known and k not in succeeded}
     total = pair_count(len(essays)) - len(lost)
     if total <= 0:
@@ -96,18 +92,31 @@ def is_between(record: PairRecord, known: set[str]) -> bool:
 
 def blocked_keys(known: set[str], history: Sequence[PairRecord]) -> set[Key]:
     """Pairs coverage must not ask: one comparison is pending or has already succeeded."""
-    return {
-        record.key
-        for record in history
-        if record.status is not PairStatus.FAILED and is_between(record, known)
-    }
+    return _keys_between(known, history, PairStatus.FAILED, False)
+
+
+def _keys_between(
+    known: set[str], history: Sequence[PairRecord], status: PairStatus, wanted: bool
+) -> set[Key]:
+    """The keys of the records between two essays of ``known`` whose status is
+    (``wanted``) or is not (``not wanted``) ``status``; ``is_between`` and ``key``
+    inlined, since every wave closing folds the whole history several times."""
+    keys: set[Key] = set()
+    add = keys.add
+    for record in history:
+        if (record.status is status) is wanted:
+            a, b = record.essay_a, record.essay_b
+            if a != b and a in known and b in known:
+                add((a, b) if a < b else (b, a))
+    return keys
 
 
 def appearances(known: set[str], history: Sequence[PairRecord]) -> Counter[str]:
     """How many comparisons each essay has been in, whatever their status."""
     counts: Counter[str] = Counter({essay: 0 for essay in known})
     for record in history:
-        if is_between(record, known):
-            counts[record.essay_a] += 1
-            counts[record.essay_b] += 1
+        a, b = record.essay_a, record.essay_b
+        if a != b and a in known and b in known:  # is_between
+            counts[a] += 1
+            counts[b] += 1
     return counts

@@ -128,8 +128,12 @@ def _coverage_pairs(
     for essay, balance in balances(history).items():
         if essay in position:
             data.balance[position[essay]] = balance
+    blocked, degree = data.blocked, data.blocked_degree
     for a, b in blocked_keys(known, history) | {k for k in unavailable if set(k) <= known}:
-        _block(data, position[a], position[b])
+        i, j = position[a], position[b]  # _block, inlined: a long history blocks many pairs
+        blocked.add(i * n + j if i < j else j * n + i)
+        degree[i] += 1
+        degree[j] += 1
     chosen: list[Key] = []
     while len(chosen) < max_pairs:
         matched = matching_round(data, rng)

@@ -38,7 +38,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from domain.scoring import fit_scores_many
+from domain.scoring import fit_subsets_many
 from domain.values import ScoringResult
 
 SPLITS = 10
@@ -194,19 +194,18 @@ def split_half_reliability(
     if len(essay_ids) < 3 or len(verdicts) < 4:
         return None
     results = [(v.winner, v.loser) for v in verdicts]
-    halves = []
+    halves: list[list[int]] = []
     for split in range(SPLITS):
         order = list(range(len(results)))
         random.Random(f"{seed}:split-half:{split}").shuffle(order)
         half = len(order) // 2
-        halves.append([results[i] for i in order[:half]])
-        halves.append([results[i] for i in order[half:]])
-    fitted = fit_scores_many(essay_ids, halves, ridge)  # all twenty halves at once
+        halves.append(order[:half])
+        halves.append(order[half:])
+    # all twenty halves at once, each score vector in ``essay_ids`` order
+    fitted = fit_subsets_many(essay_ids, results, halves, ridge)
     corrected = []
     for split in range(SPLITS):
-        a, b = fitted[2 * split], fitted[2 * split + 1]
-        x = np.array([a[e] for e in essay_ids])
-        y = np.array([b[e] for e in essay_ids])
+        x, y = fitted[2 * split], fitted[2 * split + 1]
         if np.std(x) == 0 or np.std(y) == 0:
             continue
         r = float(np.corrcoef(x, y)[0, 1])

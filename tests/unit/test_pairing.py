@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from domain import matching
+from domain import matching, pairing
 from domain.pairing import (
     PairRecord,
     PairStatus,
@@ -390,14 +390,24 @@ def test_different_seeds_can_give_different_waves() -> None:
 
 
 def count_weighed_pairs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """Pairs the rounds weighed: each round weighs every candidate pair it found, once."""
     weighed = [0]
-    original = matching._affinity
+    this_round: set[int] = set()
+    original_round, original_candidates = matching.matching_round, matching._candidates
 
-    def counting(*args: Any) -> int:
-        weighed[0] += 1
-        return original(*args)
+    def counting_round(*args: Any) -> list[tuple[int, int]]:
+        this_round.clear()
+        pairs = original_round(*args)
+        weighed[0] += len(this_round)
+        return pairs
 
-    monkeypatch.setattr(matching, "_affinity", counting)
+    def counting_candidates(*args: Any) -> list[int]:
+        codes = original_candidates(*args)
+        this_round.update(codes)
+        return codes
+
+    monkeypatch.setattr(pairing, "matching_round", counting_round)
+    monkeypatch.setattr(matching, "_candidates", counting_candidates)
     return weighed
 
 
