@@ -14,7 +14,8 @@ PostgreSQL: the log is written once into a template database (its name carries t
 generator's version and size, so later runs reuse it: ``DROP DATABASE`` it to make a new
 one). Each repeat clones it (``CREATE DATABASE ... TEMPLATE``), opens the application on
 the clone, and times ``ReadModelRunner.run_once()`` — what ``cjledger projections run
---once`` does — catching all four read models up from nothing, with the default page size.
+--once`` does, with the garbage collector tuned as that command tunes it — catching all
+four read models up from nothing, with the default page size.
 SQLite: the same on a smaller log (``CJLEDGER_BENCH_PROJECTION_SQLITE_EVENTS``, default
 200,000), copied file per repeat.
 
@@ -285,14 +286,20 @@ def write_sqlite_log(path: str, events: int) -> dict[str, Any]:
 
 
 def catch_up(url: str) -> dict[str, Any]:
-    """Open the application on a copy of the log and time one full catch-up."""
+    """Open the application on a copy of the log and time one full catch-up, with the
+    collector tuned as ``cjledger projections run`` (and ``serve``) tune it."""
+    import gc
+
     from application.batches import BatchApplication
+    from infrastructure.gc_tuning import tune_gc
     from infrastructure.persistence.store import eventsourcing_env
     from projections.runner import ReadModelRunner
 
+    thresholds = gc.get_threshold()
     with BatchApplication(env=eventsourcing_env(url)) as app:
         runner = ReadModelRunner(app)  # creates the read models' tables
         head = runner.head()
+        tune_gc()
         load_before = os.getloadavg()[0]
         started = time.perf_counter()
         runner.run_once()
@@ -307,6 +314,8 @@ def catch_up(url: str) -> dict[str, Any]:
             ]
             for view in ("rm_batch_summary", "rm_comparisons", "rm_decision_audit", "rm_rankings")
         }
+    gc.unfreeze()  # the next repeat starts as this one did
+    gc.set_threshold(*thresholds)
     return {
         "events": head,
         "seconds": round(seconds, 3),

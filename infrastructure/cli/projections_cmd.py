@@ -74,6 +74,7 @@ def run(
     page_size: Annotated[int, typer.Option(min=1, max=10_000)] = 500,
 ) -> None:
     """Catch every projection up with the log, then keep following it (until SIGTERM)."""
+    from infrastructure.gc_tuning import tune_gc
     from infrastructure.logging import configure_logging
 
     configure_logging(json_logs=not once, level="INFO")
@@ -81,6 +82,7 @@ def run(
         runner = _runner(system)
         runner.poll_interval = poll_interval
         runner.page_size = page_size
+        tune_gc()
         if once:
             seen = runner.run_once()
             make_console().print(f"caught up: {seen} notifications read")
@@ -150,6 +152,7 @@ def rebuild(
     store: StoreOption = None,
 ) -> None:
     """Replay the log into a fresh copy beside the live view, then switch to it."""
+    from infrastructure.gc_tuning import tune_gc
     from infrastructure.logging import configure_logging
     from projections.catalogue import PROJECTIONS
     from projections.runner import RebuildInProgress
@@ -161,6 +164,7 @@ def rebuild(
     console = make_console()
     with _open_store(store) as system:
         runner = _runner(system, names)
+        tune_gc()
         with progress_bar(console) as progress:
             for projection in names:
                 task = progress.add_task(f"rebuild {projection}", total=runner.head() or 1)

@@ -84,33 +84,18 @@ def _run_process(name: str, settings: Settings) -> None:
 
 async def _main(name: str, settings: Settings) -> None:
     from infrastructure.bootstrap import System
+    from infrastructure.gc_tuning import tune_gc
     from infrastructure.messaging.service import run_service
 
     with System(settings) as system:
         process = system.serve_process() if name == "serve" else system.lps_worker_process()
         components = list(process.components)
-        _tune_gc()
+        tune_gc()
         if settings.metrics_port is not None:
             from infrastructure.metrics import MetricsServer
 
             components.insert(0, MetricsServer(settings.metrics_port, settings.metrics_host))
         await run_service(name, components)
-
-
-# A long-running process allocates many short-lived objects per message (contracts, events,
-# rows); with the default 700 the young generation is collected hundreds of times a second.
-GC_THRESHOLDS = (50_000, 20, 20)
-
-
-def _tune_gc() -> None:
-    """Once start-up is done: move everything alive now (modules, settings, the process's
-    components) out of the collector's sight, and collect the young generation less often.
-    Cycles are still collected; only the cadence changes."""
-    import gc
-
-    gc.collect()
-    gc.freeze()
-    gc.set_threshold(*GC_THRESHOLDS)
 
 
 def _exit_without_waiting_for_abandoned_threads(grace: float = 2.0) -> None:
