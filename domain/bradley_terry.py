@@ -37,6 +37,11 @@ _CG_TOLERANCE = 1e-11
 inexact solves converge to the same optimum as dense ones."""
 
 
+_COUNT_BY_CODE_UP_TO = 256
+"""Up to this many essays ``PairwiseCounts`` counts pairs in an array of all n² pair
+codes (512 KiB at 256) instead of sorting the results' codes."""
+
+
 class PairwiseCounts:
     """Results folded into one row per distinct unordered pair ``first < second``.
 
@@ -48,16 +53,25 @@ class PairwiseCounts:
     def __init__(self, n: int, winners: NDArray[np.intp], losers: NDArray[np.intp]) -> None:
         first = np.minimum(winners, losers)
         second = np.maximum(winners, losers)
-        keys, inverse = np.unique(first * n + second, return_inverse=True)
+        codes = first * n + second
+        first_won = (winners == first).astype(np.float64)
+        if n <= _COUNT_BY_CODE_UP_TO:
+            # Count per code over all n² codes and keep the codes that occur: the same
+            # sorted keys and (whole-number, hence exact) sums as ``np.unique`` below,
+            # without its sort, which small batches pay at every fit.
+            per_code = np.bincount(codes, minlength=n * n)
+            keys = np.flatnonzero(per_code)
+            total = per_code[keys]
+            wins = np.bincount(codes, weights=first_won, minlength=n * n)[keys]
+        else:
+            keys, inverse = np.unique(codes, return_inverse=True)
+            total = np.bincount(inverse, minlength=len(keys))
+            wins = np.bincount(inverse, weights=first_won, minlength=len(keys))
         self.n = n
         self.first: NDArray[np.intp] = (keys // n).astype(np.intp)
         self.second: NDArray[np.intp] = (keys % n).astype(np.intp)
-        self.total: NDArray[np.float64] = np.bincount(inverse, minlength=len(keys)).astype(
-            np.float64
-        )
-        self.first_wins: NDArray[np.float64] = np.bincount(
-            inverse, weights=(winners == first).astype(np.float64), minlength=len(keys)
-        ).astype(np.float64)
+        self.total: NDArray[np.float64] = total.astype(np.float64)
+        self.first_wins: NDArray[np.float64] = wins.astype(np.float64)
         self.second_wins: NDArray[np.float64] = self.total - self.first_wins
         self._flat: tuple[NDArray[np.intp], NDArray[np.intp]] | None = None
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 import heapq
 import random
 from collections.abc import Mapping, Sequence
+from hashlib import sha1
 from uuid import UUID, uuid5
 
 from domain.matching import RoundInput, matching_round
@@ -88,11 +89,22 @@ def generate_wave(
         )
         chosen = [(key, None) for key in keys]
     oriented = orient(chosen, history, rng)
-    namespace = UUID(batch_id)  # parsed once per wave: ids as ``comparison_id_for`` makes them
+    namespace = UUID(batch_id).bytes  # parsed once per wave
     return tuple(
-        Pair(str(uuid5(namespace, f"wave-{wave_number}-{index}")), a, b)
+        Pair(uuid5_text(namespace, f"wave-{wave_number}-{index}"), a, b)
         for index, (a, b) in enumerate(oriented)
     )
+
+
+def uuid5_text(namespace: bytes, name: str) -> str:
+    """``str(uuid5(UUID(bytes=namespace), name))``, the same text without building two
+    ``UUID`` objects per comparison: the SHA-1 of namespace and name, cut to 16 bytes,
+    with the RFC 4122 variant and version 5 set (as ``uuid.UUID(..., version=5)`` does)."""
+    value = int.from_bytes(sha1(namespace + name.encode("utf-8")).digest()[:16], "big")
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    value = (value & ~(0xF000 << 64)) | (5 << 76)
+    hex_ = f"{value:032x}"
+    return f"{hex_[:8]}-{hex_[8:12]}-{hex_[12:16]}-{hex_[16:20]}-{hex_[20:]}"
 
 
 # --- coverage ------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid5
 
 import pytest
 from hypothesis import given, settings
@@ -93,6 +93,11 @@ def test_comparison_id_is_a_uuid5_of_batch_wave_and_index() -> None:
     assert first == comparison_id_for(BATCH_ID, 1, 0)
     assert first != comparison_id_for(BATCH_ID, 1, 1)
     assert first != comparison_id_for(BATCH_ID, 2, 0)
+
+
+@given(st.uuids(), st.text())
+def test_comparison_ids_are_the_standard_uuid5_text(batch: UUID, name: str) -> None:
+    assert pairing.uuid5_text(batch.bytes, name) == str(uuid5(batch, name))
 
 
 def test_wave_pairs_carry_ids_numbered_in_output_order() -> None:

@@ -508,3 +508,23 @@ def test_fitting_many_result_sets_together_gives_each_fit_bit_for_bit(n: int) ->
         for (winners, losers), theta in zip(problems, together, strict=True):
             alone = bradley_terry.fit(n, winners, losers, ridge)
             assert np.array_equal(theta, alone)
+
+
+@pytest.mark.parametrize("n", [2, 24, 256])
+def test_pair_counts_by_code_equal_the_sorted_unique_counts(
+    n: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Small batches count pairs over all n² codes instead of sorting: the same pairs in
+    the same order with the same counts, hence the same fits, bit for bit."""
+    rng = np.random.default_rng(n)
+    winners = rng.integers(0, n, 8 * n)
+    losers = rng.integers(0, n, 8 * n)
+    keep = winners != losers
+    winners, losers = winners[keep].astype(np.intp), losers[keep].astype(np.intp)
+    by_code = bradley_terry.PairwiseCounts(n, winners, losers)
+    monkeypatch.setattr(bradley_terry, "_COUNT_BY_CODE_UP_TO", 0)
+    by_sorting = bradley_terry.PairwiseCounts(n, winners, losers)
+    for field in ("first", "second", "total", "first_wins", "second_wins"):
+        a, b = getattr(by_code, field), getattr(by_sorting, field)
+        assert a.dtype == b.dtype
+        assert np.array_equal(a, b)
