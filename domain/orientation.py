@@ -16,7 +16,10 @@ from domain.pair_records import Key, Oriented, PairRecord
 
 
 def orient(
-    chosen: list[tuple[Key, Oriented | None]], history: Sequence[PairRecord], rng: random.Random
+    chosen: list[tuple[Key, Oriented | None]],
+    history: Sequence[PairRecord],
+    rng: random.Random,
+    history_balance: Counter[str] | None = None,
 ) -> list[Oriented]:
     """Decide who is shown first, keeping every essay's A and B appearances balanced.
 
@@ -30,8 +33,11 @@ def orient(
     wave) takes the linear-time route instead: an Euler-circuit orientation (see
     ``_euler_orientation``) leaves every essay within one of balanced by construction,
     where path flipping would cost a search of the whole wave per flip.
+
+    ``history_balance``, if the caller has it, is ``balances(history)``; it is updated
+    in place.
     """
-    balance = balances(history)
+    balance = balances(history) if history_balance is None else history_balance
     if _is_fresh_multi_round(chosen, balance):
         return _euler_orientation([key for key, _ in chosen], rng)
     oriented: list[Oriented] = []

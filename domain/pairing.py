@@ -80,15 +80,16 @@ def generate_wave(
     if max_pairs <= 0 or len(essays) < 2:
         return ()
     rng = random.Random(f"{seed}:{wave_number}")
+    balance = balances(history)  # read by coverage, then updated by ``orient``
     chosen: list[tuple[Key, Oriented | None]]
     if generation_mode is GenerationMode.RESAMPLING:
         chosen = _resampling_pass(essays, history, max_pairs, rng, unavailable)
     else:
         keys = _coverage_pairs(
-            essays, history, scores, max_pairs, all_pairs_in_one_wave, rng, unavailable
+            essays, history, balance, scores, max_pairs, all_pairs_in_one_wave, rng, unavailable
         )
         chosen = [(key, None) for key in keys]
-    oriented = orient(chosen, history, rng)
+    oriented = orient(chosen, history, rng, balance)
     namespace = UUID(batch_id).bytes  # parsed once per wave
     return tuple(
         Pair(uuid5_text(namespace, f"wave-{wave_number}-{index}"), a, b)
@@ -113,6 +114,7 @@ def uuid5_text(namespace: bytes, name: str) -> str:
 def _coverage_pairs(
     essays: list[str],
     history: Sequence[PairRecord],
+    balance_of: Mapping[str, int],
     scores: Mapping[str, float],
     max_pairs: int,
     repeat_rounds: bool,
@@ -137,7 +139,7 @@ def _coverage_pairs(
     )
     for essay, count in appearances(known, history).items():
         data.counts[position[essay]] = count
-    for essay, balance in balances(history).items():
+    for essay, balance in balance_of.items():  # ``balances(history)``
         if essay in position:
             data.balance[position[essay]] = balance
     blocked, degree = data.blocked, data.blocked_degree
