@@ -25,7 +25,6 @@ with the process that holds them).
 from __future__ import annotations
 
 import fcntl
-import json
 import re
 import threading
 from collections.abc import Iterator, Sequence
@@ -37,6 +36,8 @@ from typing import Any
 from eventsourcing.persistence import Tracking
 from eventsourcing.postgres import PostgresRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteRecorder, SQLiteTrackingRecorder
+
+from projections.binary_arrays import column_array, register_dumpers
 
 GENERATIONS_TABLE = "cjledger_rm_generations"
 FAILURES_TABLE = "cjledger_rm_failures"
@@ -549,11 +550,10 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
         c.execute(f"SELECT * FROM {table} WHERE {key} = ANY(%s)", (list(values),))
         return [self.row_dict(r) for r in c.fetchall()]
 
-    # PostgreSQL takes a page's rows as one JSON document that the server turns into rows
-    # of the table's own type (``json_populate_recordset``): one bound value, dumped by
-    # Python's C encoder and parsed by the server in C, and a statement whose text is the
-    # same for every page. Floats survive exactly (shortest round-trip digits both ways).
-    # JSON has no Infinity or NaN: rows holding one go as one array per column instead.
+    # PostgreSQL takes a page's rows as one array per column, each bound as one value in
+    # the server's binary array format (``binary_arrays``) and turned back into rows by
+    # ``unnest``: a statement whose text is the same for every page, no per-row text to
+    # format or parse, and floats sent exactly (±Infinity and NaN included).
 
     def insert_rows(
         self,
@@ -566,7 +566,7 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
         if not rows:
             return
         names = ", ".join(columns)
-        source, params = _row_source(table, columns, rows, types)
+        source, params = _row_source(c, columns, rows, types)
         c.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {source}", params)
 
     def update_rows(
@@ -582,7 +582,7 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
             return
         sets = ", ".join(f"{n} = v.{n}" for n in columns)
         match = " AND ".join(f"t.{k} = v.{k}" for k in keys)
-        source, params = _row_source(table, [*keys, *columns], rows, types)
+        source, params = _row_source(c, [*keys, *columns], rows, types)
         c.execute(f"UPDATE {table} AS t SET {sets} FROM {source} WHERE {match}", params)
 
     def _delete_tracking(self, cursor: Any, key: str) -> None:
@@ -649,25 +649,17 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
                 conn.execute("SELECT pg_advisory_unlock(hashtext(%s))", (key,))
 
 
-def _json_rows(columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> str | None:
-    """The rows as a JSON array of objects, or ``None`` if a value has no JSON form."""
-    try:
-        return json.dumps([dict(zip(columns, row, strict=True)) for row in rows], allow_nan=False)
-    except (ValueError, TypeError):
-        return None
-
-
 def _row_source(
-    table: str, names: Sequence[str], rows: Sequence[Sequence[Any]], types: dict[str, str]
-) -> tuple[str, Any]:
-    """A page's rows as a relation ``v`` with columns ``names``, and the parameters:
-    one JSON document (the same statement text on every page), or one array per column
-    when a value JSON cannot carry (±Infinity, NaN) is among them."""
-    document = _json_rows(names, rows)
-    if document is not None:
-        return f"json_populate_recordset(NULL::{table}, %s::json) AS v", (document,)
+    c: Any, names: Sequence[str], rows: Sequence[Sequence[Any]], types: dict[str, str]
+) -> tuple[str, list[Any]]:
+    """A page's rows as a relation ``v`` with columns ``names``, and its parameters: one
+    array per column."""
+    register_dumpers(c)
     arrays = ", ".join(f"CAST(%b AS {types[n]}[])" for n in names)
-    columns = [list(column) for column in zip(*rows, strict=True)]
+    columns = [
+        column_array(types[name], column)
+        for name, column in zip(names, zip(*rows, strict=True), strict=True)
+    ]
     return f"unnest({arrays}) AS v({', '.join(names)})", columns
 
 

@@ -258,8 +258,8 @@ def test_a_read_model_behind_the_others_is_caught_up_to_them_then_all_go_togethe
 
 
 def test_set_based_writes_keep_values_json_has_no_form_for(make_app: AppFactory) -> None:
-    """PostgreSQL gets a page's rows as JSON, which has no Infinity: such rows still go
-    in (as arrays), as they did one statement at a time."""
+    """Infinity (which a JSON document of rows could not carry) goes in through the
+    set-based writes as it did one statement at a time."""
     app = make_app()
     runner = ReadModelRunner(app)
     store = runner.store
@@ -289,3 +289,54 @@ def test_set_based_writes_keep_values_json_has_no_form_for(make_app: AppFactory)
         )
     (stored,) = store.select(f"SELECT latency_ms, cost_usd FROM {table}")
     assert stored == {"latency_ms": float("inf"), "cost_usd": float("-inf")}
+
+
+def test_set_based_writes_keep_every_value_exactly(make_app: AppFactory) -> None:
+    """Whatever a column holds comes back as it went in, through a multi-row insert and a
+    set-based update: text a literal would need to quote or escape, empty text, NULLs,
+    floats that have no short decimal form, the largest integers, and values psycopg must
+    adapt itself (an integer in a text column)."""
+    app = make_app()
+    runner = ReadModelRunner(app)
+    store = runner.store
+    projection = runner.projections["comparisons"]
+    store.create_generation("comparisons", 31, projection.ddl, projection.indexes)
+    table = store.tables_for(31, projection.ddl)["comparisons"]
+    types = column_types(projection.ddl["comparisons"])
+    names = list(types)
+    texts = ['a "quoted", {braced} \\ text', "", "NULL", "ünï — 文字 🙂", "x" * 5000, "c\td\ne"]
+    floats = [0.1 + 0.2, -0.0, 1e-310, 1.7976931348623157e308, float("inf"), 5e-324]
+    expected = []
+    for index in range(len(texts)):
+        row = dict.fromkeys(names)
+        row.update(
+            comparison_id=f"c-{index}",
+            batch_id=texts[index],
+            wave=[0, -1, 2**31 - 1, -(2**31), 7, 1][index],
+            pair_index=index,
+            generation_mode="coverage",
+            essay_a=texts[-1 - index],
+            essay_b=texts[index],
+            provider=None if index % 2 else texts[index],
+            outcome="pending",
+            requested_at="t0",
+            deadline_at="t1",
+            latency_ms=floats[index],
+            cost_usd=None if index % 3 else floats[-1 - index],
+        )
+        expected.append(row)
+    with store.write_transaction() as c:
+        store.insert_rows(c, table, names, [[row[n] for n in names] for row in expected], types)
+    changes = [[f"c-{i}", texts[i][::-1], i * 10, floats[i] / 3] for i in range(len(texts))]
+    with store.write_transaction() as c:
+        store.update_rows(
+            c, table, ("comparison_id",), ("winner", "confidence", "cost_usd"), changes, types
+        )
+        store.update_rows(
+            c, table, ("comparison_id",), ("model",), [["c-0", 42], ["c-1", None]], types
+        )
+    for row, (_, winner, confidence, cost) in zip(expected, changes, strict=True):
+        row.update(winner=winner, confidence=confidence, cost_usd=cost)
+    expected[0]["model"] = "42"
+    stored = store.select(f"SELECT * FROM {table} ORDER BY pair_index")
+    assert stored == expected
