@@ -204,11 +204,7 @@ class ReadModelRunner:
         """
         seen = 0
         while not self._stop.is_set():
-            page = list(
-                self.app.recorder.select_notifications(
-                    start=position, limit=self.page_size, inclusive_of_start=False
-                )
-            )
+            page = self._read(position)
             if not page:
                 return seen, True
             try:
@@ -232,6 +228,10 @@ class ReadModelRunner:
             seen += len(page)
             position = page[-1].id
         return seen, True
+
+    def _read(self, start: int, stop: int | None = None) -> list[Any]:
+        """The page of the log after ``start`` (up to ``stop``)."""
+        return list(self.store.notifications(self.app.recorder, start, self.page_size, stop))
 
     def _live_generations(self) -> dict[str, int]:
         return {n: generation for n, (generation, _) in self._live().items()}
@@ -288,11 +288,7 @@ class ReadModelRunner:
             start = self.store.position(name, gen)
             if until is not None and start >= until:
                 break
-            notifications = list(
-                self.app.recorder.select_notifications(
-                    start=start, limit=self.page_size, stop=until, inclusive_of_start=False
-                )
-            )
+            notifications = self._read(start, until)
             if not notifications:
                 break
             try:

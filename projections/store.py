@@ -30,12 +30,15 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from eventsourcing.persistence import Tracking
+from eventsourcing.persistence import InterfaceError, OperationalError, Tracking
 from eventsourcing.postgres import PostgresRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteRecorder, SQLiteTrackingRecorder
+from eventsourcing.utils import retry
+from psycopg.rows import tuple_row
 
 from projections.binary_arrays import column_array, register_dumpers
 
@@ -446,6 +449,19 @@ class ReadModelStoreMixin:
             c.execute(self.sql(statement), tuple(params))
             return [self.row_dict(r) for r in c.fetchall()]
 
+    def notifications(
+        self, recorder: Any, start: int, limit: int, stop: int | None = None
+    ) -> Sequence[Any]:
+        """Up to ``limit`` notifications of ``recorder``'s log after ``start`` (and up to
+        ``stop``), in order: objects with the attributes of the library's
+        ``Notification`` (``id``, ``originator_id``, ``originator_version``, ``topic``,
+        ``state``)."""
+        return list(
+            recorder.select_notifications(
+                start=start, limit=limit, stop=stop, inclusive_of_start=False
+            )
+        )
+
 
 class SQLiteReadModelStore(ReadModelStoreMixin, SQLiteTrackingRecorder):
     """Read models in the SQLite file of the events. A write transaction holds the whole
@@ -506,10 +522,45 @@ def _is_memory_database(db_name: str) -> bool:
     return ":memory:" in db_name or "mode=memory" in db_name
 
 
+class PageNotification(NamedTuple):
+    """A notification as the PostgreSQL store reads a page of them: the library's
+    ``Notification`` attributes, in a tuple (a frozen dataclass per row, made from a dict
+    per row, cost more than the rest of reading the page)."""
+
+    id: int
+    originator_id: Any
+    originator_version: int
+    topic: str
+    state: bytes
+
+
 class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         kwargs.setdefault("tracking_table_name", PG_TRACKING_TABLE)
         super().__init__(datastore, **kwargs)
+
+    @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library
+    def notifications(
+        self, recorder: Any, start: int, limit: int, stop: int | None = None
+    ) -> Sequence[Any]:
+        """The library's ``select_notifications`` with rows read as tuples in binary
+        format (no text to parse for the UUIDs and the events' bytes)."""
+        events = self.qualify(recorder.events_table_name)
+        statement = (
+            "SELECT notification_id, originator_id, originator_version, topic, state "
+            f"FROM {events} WHERE notification_id > %s"
+        )
+        params: tuple[int, ...] = (start, limit)
+        if stop is not None:
+            statement += " AND notification_id <= %s"
+            params = (start, stop, limit)
+        statement += " ORDER BY notification_id LIMIT %s"
+        with (
+            self.datastore.get_connection() as conn,
+            conn.cursor(row_factory=tuple_row, binary=True) as c,
+        ):
+            c.execute(statement, params, prepare=True)
+            return list(map(_page_notification, c.fetchall()))
 
     @property
     def tracking_table(self) -> str:  # type: ignore[override]
@@ -661,6 +712,9 @@ def _row_source(
         for name, column in zip(names, zip(*rows, strict=True), strict=True)
     ]
     return f"unnest({arrays}) AS v({', '.join(names)})", columns
+
+
+_page_notification = partial(tuple.__new__, PageNotification)
 
 
 def store_for(app: Any) -> ReadModelStoreMixin:
