@@ -34,7 +34,12 @@ from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from eventsourcing.persistence import InterfaceError, OperationalError, Tracking
+from eventsourcing.persistence import (
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+    Tracking,
+)
 from eventsourcing.postgres import PostgresRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteRecorder, SQLiteTrackingRecorder
 from eventsourcing.utils import retry
@@ -677,11 +682,43 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     def writing_together(
         self, targets: Sequence[tuple[str, int]], start: int, position: int
     ) -> Iterator[Any]:
-        with (
-            super().writing_together(targets, start, position) as c,
-            c.connection.pipeline(),
-        ):
-            yield c
+        """As on SQLite, with as few round trips to the server as it takes: the locks and
+        one read of every position in one exchange, the page's statements and one write
+        of every position pipelined, then the commit (the library's tracking insert and
+        a read of each position, one by one, took some twenty round trips a page)."""
+        keys = sorted({tracking_key(p, g) for p, g in targets})
+        tracking = self.qualify(self.tracking_table_name)
+        with self.write_transaction() as c:
+            with c.connection.pipeline():
+                for key in keys:
+                    self._lock_tracking(c, key)
+                c.execute(
+                    f"SELECT application_name, notification_id FROM {tracking} "
+                    "WHERE application_name = ANY(%s)",
+                    (keys,),
+                    prepare=True,
+                )
+                committed = {r["application_name"]: r["notification_id"] for r in c.fetchall()}
+                for key in keys:
+                    if committed.get(key, 0) != start:
+                        raise StalePage(
+                            f"{key} is at {committed.get(key, 0)}, the page starts after {start}"
+                        )
+                yield c
+                # the library's single-row tracking rule for all of them at once: a position
+                # only moves forward (each was at ``start``, under the lock, a moment ago)
+                moved = c.connection.cursor()
+                moved.execute(
+                    f"INSERT INTO {tracking} AS t (application_name, notification_id) "
+                    "SELECT unnest(%s::text[]), %s "
+                    "ON CONFLICT (application_name) DO UPDATE "
+                    "SET notification_id = excluded.notification_id "
+                    "WHERE t.notification_id < excluded.notification_id RETURNING 1",
+                    (keys, position),
+                    prepare=True,
+                )
+            if len(moved.fetchall()) != len(keys):  # before the commit
+                raise IntegrityError(f"tracking of {keys} refused position {position}")
 
     @contextmanager
     def rebuild_lock(self, projection: str) -> Iterator[None]:
