@@ -26,6 +26,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError
 
 from projections.catalogue import PROJECTIONS, ReadModelProjection
 from projections.decoding import notification_decoder
+from projections.read_ahead import Page, Pages
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
 __all__ = [
@@ -201,32 +202,47 @@ class ReadModelRunner:
         runner applied a page (``StalePage``) or a page failed. A failed page is then
         applied to each read model on its own (and, for the one that fails, event by
         event, to name the event), so one read model's failure holds no other back.
+
+        Where the store allows it, the next pages are read and decoded ahead while a page
+        is being written (``read_ahead``); stopping early throws them away.
         """
         seen = 0
-        while not self._stop.is_set():
-            page = self._read(position)
-            if not page:
-                return seen, True
-            try:
-                applied = self._apply_page_together(generations, position, page)
-            except Exception as error:
-                if isinstance(error, TRANSIENT_ERRORS):
-                    for name in generations:
-                        errors[name] = self._failed(name, error)
+        pages = Pages(
+            self._read,
+            self._decoder(list(generations)),
+            position,
+            self.page_size,
+            ahead=self.store.reads_ahead,
+        )
+        with pages:
+            for page in pages:
+                notifications = page.notifications
+                try:
+                    if page.error is not None:
+                        raise page.error  # an event that cannot be decoded fails the page
+                    applied = self._write_together(generations, position, page)
+                except Exception as error:
+                    if isinstance(error, TRANSIENT_ERRORS):
+                        for name in generations:
+                            errors[name] = self._failed(name, error)
+                        return seen, False
+                    if self._live_generations() != generations:
+                        return seen, False  # a rebuild switched generations meanwhile
+                    log.info("projection_page_apart", start=position, error=str(error))
+                    for name, generation in generations.items():
+                        try:
+                            self._apply_page_or_find_the_event(
+                                name, generation, position, notifications
+                            )
+                        except Exception as failure:
+                            errors[name] = self._failed(name, failure)
+                    return seen + len(notifications), False
+                if not applied:
                     return seen, False
-                if self._live_generations() != generations:
-                    return seen, False  # a rebuild switched generations meanwhile
-                log.info("projection_page_apart", start=position, error=str(error))
-                for name, generation in generations.items():
-                    try:
-                        self._apply_page_or_find_the_event(name, generation, position, page)
-                    except Exception as failure:
-                        errors[name] = self._failed(name, failure)
-                return seen + len(page), False
-            if not applied:
-                return seen, False
-            seen += len(page)
-            position = page[-1].id
+                seen += len(notifications)
+                position = notifications[-1].id
+                if self._stop.is_set():
+                    return seen, True
         return seen, True
 
     def _read(self, start: int, stop: int | None = None) -> list[Any]:
@@ -236,24 +252,35 @@ class ReadModelRunner:
     def _live_generations(self) -> dict[str, int]:
         return {n: generation for n, (generation, _) in self._live().items()}
 
-    def _apply_page_together(
-        self, generations: dict[str, int], position: int, page: list[Any]
-    ) -> bool:
-        """One page, every read model of ``generations``, one transaction: each event
-        decoded once, each read model's events folded and written set-based."""
-        events: dict[str, list[Any]] = {name: [] for name in generations}
-        routes: dict[str, list[list[Any]]] = {}  # topic -> the event lists it goes to
-        for name in generations:
+    def _decoder(self, names: list[str]) -> Callable[[list[Any]], dict[str, list[Any]]]:
+        """Per page: each of ``names``' events, each notification decoded once (only those
+        of a topic some read model handles). Runs in the reader thread when reading
+        ahead."""
+        routes: dict[str, list[str]] = {}  # topic -> the read models that take it
+        for name in names:
             for topic in self.projections[name].topics:
-                routes.setdefault(topic, []).append(events[name])
-        decode = self.decode
-        for notification in page:
-            targets = routes.get(notification.topic)
-            if targets:
-                event = decode(notification)
-                for target in targets:
-                    target.append(event)
-        end = page[-1].id
+                routes.setdefault(topic, []).append(name)
+
+        def decode_page(page: list[Any]) -> dict[str, list[Any]]:
+            events: dict[str, list[Any]] = {name: [] for name in names}
+            targets = {topic: [events[n] for n in takers] for topic, takers in routes.items()}
+            decode = self.decode
+            for notification in page:
+                lists = targets.get(notification.topic)
+                if lists:
+                    event = decode(notification)
+                    for target in lists:
+                        target.append(event)
+            return events
+
+        return decode_page
+
+    def _write_together(self, generations: dict[str, int], position: int, page: Page) -> bool:
+        """One decoded page, every read model of ``generations``, one transaction: each
+        read model's events folded and written set-based; ``False`` if a position had
+        moved."""
+        events: dict[str, list[Any]] = page.prepared
+        end = page.notifications[-1].id
         try:
             with self.store.writing_together(list(generations.items()), position, end) as c:
                 for name, generation in generations.items():

@@ -454,6 +454,10 @@ class ReadModelStoreMixin:
             c.execute(self.sql(statement), tuple(params))
             return [self.row_dict(r) for r in c.fetchall()]
 
+    reads_ahead = False
+    """Whether the runner reads the next page while it writes one (``read_ahead``): only
+    where reading and writing wait for a server, on connections of their own."""
+
     def notifications(
         self, recorder: Any, start: int, limit: int, stop: int | None = None
     ) -> Sequence[Any]:
@@ -543,6 +547,8 @@ class PostgresReadModelStore(ReadModelStoreMixin, PostgresTrackingRecorder):
     def __init__(self, datastore: Any, **kwargs: Any) -> None:
         kwargs.setdefault("tracking_table_name", PG_TRACKING_TABLE)
         super().__init__(datastore, **kwargs)
+
+    reads_ahead = True
 
     @retry((InterfaceError, OperationalError), max_attempts=10, wait=0.2)  # as the library
     def notifications(
