@@ -21,7 +21,9 @@ SQLite: the same on a smaller log (``CJLEDGER_BENCH_PROJECTION_SQLITE_EVENTS``, 
 
 Reported: events of the log per second, min/median/max over the repeats (target
 ≥ 20,000/s on PostgreSQL, issue 11), the log's size in events and bytes and the mix of
-event types, the rows each read model ends with, and the load average around each repeat.
+event types, the rows each read model ends with, the load average around each repeat, and
+the runner's CPU time per event (its process, all threads: less sensitive to other load on
+the machine than the rate).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import hashlib
 import os
 import random
 import re
+import resource
 import shutil
 import tempfile
 import time
@@ -301,9 +304,11 @@ def catch_up(url: str) -> dict[str, Any]:
         head = runner.head()
         tune_gc()
         load_before = os.getloadavg()[0]
+        cpu_before = _process_cpu()
         started = time.perf_counter()
         runner.run_once()
         seconds = time.perf_counter() - started
+        cpu = _process_cpu() - cpu_before
         load_after = os.getloadavg()[0]
         lag = runner.lag()
         if any(lag.values()):
@@ -320,10 +325,17 @@ def catch_up(url: str) -> dict[str, Any]:
         "events": head,
         "seconds": round(seconds, 3),
         "events_per_second": round(head / seconds),
+        # the runner's own CPU (all its threads) per event: less load-sensitive than the rate
+        "cpu_us_per_event": round(cpu / head * 1e6, 1),
         "rows": rows,
         "load_1m_before": round(load_before, 2),
         "load_1m_after": round(load_after, 2),
     }
+
+
+def _process_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def measure_postgres() -> tuple[list[float], dict[str, Any]]:
@@ -333,7 +345,8 @@ def measure_postgres() -> tuple[list[float], dict[str, Any]]:
         with postgres_clone(template) as url:
             result = catch_up(url)
         progress(
-            f"projections: postgres repeat {index + 1}: {result['events_per_second']:,} events/s"
+            f"projections: postgres repeat {index + 1}: {result['events_per_second']:,} events/s, "
+            f"{result['cpu_us_per_event']} us of CPU per event"
         )
         runs.append(result)
     return [float(r["events_per_second"]) for r in runs], {
@@ -355,7 +368,8 @@ def measure_sqlite() -> tuple[list[float], dict[str, Any]]:
             result = catch_up(f"sqlite:///{copy}")
             os.remove(copy)
             progress(
-                f"projections: sqlite repeat {index + 1}: {result['events_per_second']:,} events/s"
+                f"projections: sqlite repeat {index + 1}: {result['events_per_second']:,} "
+                f"events/s, {result['cpu_us_per_event']} us of CPU per event"
             )
             runs.append(result)
     return [float(r["events_per_second"]) for r in runs], {"log": facts, "repeats": runs}
