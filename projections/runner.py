@@ -203,8 +203,8 @@ class ReadModelRunner:
         applied to each read model on its own (and, for the one that fails, event by
         event, to name the event), so one read model's failure holds no other back.
 
-        Where the store allows it, the next pages are read and decoded ahead while a page
-        is being written (``read_ahead``); stopping early throws them away.
+        Where the store allows it, the next page is read ahead while a page is being
+        written (``read_ahead``); stopping early throws it away.
         """
         seen = 0
         pages = Pages(
@@ -254,8 +254,7 @@ class ReadModelRunner:
 
     def _decoder(self, names: list[str]) -> Callable[[list[Any]], dict[str, list[Any]]]:
         """Per page: each of ``names``' events, each notification decoded once (only those
-        of a topic some read model handles). Runs in the reader thread when reading
-        ahead."""
+        of a topic some read model handles)."""
         routes: dict[str, list[str]] = {}  # topic -> the read models that take it
         for name in names:
             for topic in self.projections[name].topics:

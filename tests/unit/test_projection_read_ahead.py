@@ -1,11 +1,11 @@
 """Catch-up reads the log a page ahead of its writes, and that changes nothing it guarantees.
 
-On PostgreSQL the runner reads and decodes page n+1 in a thread of its own while page n
-is written; SQLite reads one page after the other in the caller's thread. Either way: each
-event applied exactly once, a stale page (another runner moved the position) is thrown
-away with whatever was read after it, a page that fails is applied read model by read
-model, ``stop()`` ends the catch-up after the page being written, and a failed read is
-raised after the pages before it are committed. Every test runs on SQLite and PostgreSQL.
+On PostgreSQL the runner reads page n+1 in a thread of its own while page n is written;
+SQLite reads one page after the other in the caller's thread. Either way: each event
+applied exactly once, a stale page (another runner moved the position) is thrown away
+with whatever was read after it, a page that fails is applied read model by read model,
+``stop()`` ends the catch-up after the page being written, and a failed read is raised
+after the pages before it are committed. Every test runs on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
@@ -177,9 +177,8 @@ def test_stop_ends_the_catch_up_after_the_page_being_written(
 def test_an_event_that_cannot_be_decoded_stops_only_the_read_models_that_take_it(
     make_app: AppFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The event fails in the reader (on PostgreSQL), and the page is then applied to each
-    read model on its own: those that take the event stop before it, named in
-    ``status``; the others catch up to the head."""
+    """The page holding it is applied to each read model on its own: those that take the
+    event stop before it, named in ``status``; the others catch up to the head."""
     app = make_app()
     ids = logged(app)
     runner = ReadModelRunner(app, page_size=PAGE)
