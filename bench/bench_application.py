@@ -4,9 +4,10 @@ Issue 11 §2: "outcomes/s through the full application path (outcome, decision, 
 wave) ≥ the raw single-row INSERT+COMMIT rate of the same server measured in the same
 run". This entry measures both, side by side, on one scratch schema:
 
-* **raw INSERT+COMMIT**: one connection inserts one small row (an event-sized payload)
-  and commits, ``RAW_SECONDS`` long; the rate is rows/s. Measured before every repeat of
-  the application path, so both see the same server and the same load.
+* **raw INSERT+COMMIT**: ``bench.harness.raw_insert_commit_rate``: one connection in
+  autocommit mode inserts one event-sized row per transaction (INSERT and COMMIT in one
+  round trip) for three seconds; the rate is rows/s. Measured before every repeat of the
+  application path, so both see the same server and the same load.
 * **application path**: one ``BatchApplication`` as ``serve`` runs it (aggregate cache,
   snapshots, content store) with ``BATCHES`` batches in flight (24 / 48 / 100 essays,
   ``serial_bundle``, the default stopping rules, a budget of 4 comparisons per essay).
@@ -36,7 +37,15 @@ import time
 from typing import Any
 from uuid import UUID
 
-from bench.harness import REPEATS, Target, emit, postgres_env, progress, quiet_logs
+from bench.harness import (
+    REPEATS,
+    Target,
+    emit,
+    postgres_env,
+    progress,
+    quiet_logs,
+    raw_insert_commit_rate,
+)
 
 BATCHES = int(os.environ.get("CJLEDGER_BENCH_APPLICATION_BATCHES", "30"))
 OUTCOMES = int(os.environ.get("CJLEDGER_BENCH_APPLICATION_OUTCOMES", "10000"))
@@ -44,41 +53,7 @@ SIZES = (24, 48, 100)
 GROUP_MIN, GROUP_MAX = 100, 1000
 DUPLICATE_FRACTION = 0.01
 RECENT = 1000  # a duplicate repeats one of the last RECENT outcomes sent
-RAW_SECONDS = 3.0
 PROFILE = os.environ.get("CJLEDGER_BENCH_PROFILE", "")
-
-
-def raw_insert_commit_rate(env: dict[str, str], seconds: float = RAW_SECONDS) -> float:
-    """Rows/s of single-row INSERT + COMMIT on one connection, an event-sized row each."""
-    import uuid
-
-    import psycopg
-
-    from infrastructure.persistence.store import postgres_conninfo
-
-    schema = env["POSTGRES_SCHEMA"]
-    payload = b'{"comparison_id":"' + b"x" * 32 + b'","outcome":{"winner":"essay-0001"}}'
-    with psycopg.connect(postgres_conninfo(env)) as conn:
-        conn.execute(
-            f'CREATE TABLE IF NOT EXISTS "{schema}".raw_insert ('
-            "id bigserial PRIMARY KEY, originator_id uuid NOT NULL, "
-            "originator_version bigint NOT NULL, topic text NOT NULL, state bytea NOT NULL)"
-        )
-        conn.commit()
-        statement = (
-            f'INSERT INTO "{schema}".raw_insert '
-            "(originator_id, originator_version, topic, state) VALUES (%s, %s, %s, %s)"
-        )
-        originator = uuid.uuid4()
-        rows = 0
-        started = time.perf_counter()
-        deadline = started + seconds
-        while time.perf_counter() < deadline:
-            for _ in range(50):
-                rows += 1
-                conn.execute(statement, (originator, rows, "bench:Raw", payload))
-                conn.commit()
-        return rows / (time.perf_counter() - started)
 
 
 class Workload:
@@ -204,6 +179,7 @@ def measure(app: Any, workload: Workload, profiler: cProfile.Profile | None) -> 
 
 def main() -> None:
     from application.batches import BatchApplication
+    from infrastructure.persistence.store import postgres_conninfo
 
     quiet_logs()
     profiler = cProfile.Profile() if PROFILE else None
@@ -212,7 +188,7 @@ def main() -> None:
         workload = Workload(app)
         warm = measure_warmup(app, workload)
         for repeat in range(1, REPEATS + 1):
-            raw = raw_insert_commit_rate(env)
+            raw = raw_insert_commit_rate(postgres_conninfo(env))
             run = measure(app, workload, profiler)
             run["raw_insert_commit_per_s"] = raw
             run["ratio_to_raw"] = run["outcomes_per_s"] / raw

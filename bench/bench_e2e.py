@@ -8,8 +8,9 @@ batch is finalized. The rate is outcome events recorded ÷ (time of the last
 the broker both ways, the worker, recording, decisions, next waves and finalizations.
 
 In the same repeat it measures the server's raw single-row ``INSERT`` + ``COMMIT`` rate
-(one connection, one row per transaction), the yardstick issue 11 compares the
-application path with: ratio = outcomes/s ÷ inserts/s.
+(``bench.harness.raw_insert_commit_rate``, the same yardstick as the ``application``
+entry: one connection, one event-sized row per transaction), and reports ratio =
+outcomes/s ÷ inserts/s.
 
 Layouts (the key in the results):
 
@@ -40,25 +41,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import psycopg
-
-from bench.harness import REPEATS, Target, emit, progress, quiet_logs
+from bench.harness import REPEATS, Target, emit, progress, quiet_logs, raw_insert_commit_rate
 
 BATCHES = int(os.environ.get("CJLEDGER_BENCH_E2E_BATCHES", "64"))
 ESSAYS = 40
 BUDGET = 200
-INSERTS = 2000
-
-
-def insert_commit_rate(database_url: str) -> float:
-    with psycopg.connect(database_url, autocommit=True) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS bench_insert_commit (id bigint, note text)")
-        started = time.perf_counter()
-        for i in range(INSERTS):
-            conn.execute("INSERT INTO bench_insert_commit VALUES (%s, %s)", (i, "x"))
-        rate = INSERTS / (time.perf_counter() - started)
-        conn.execute("DROP TABLE bench_insert_commit")
-    return rate
 
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -139,7 +126,7 @@ def one_run(
 
     prefix = new_prefix()
     with fresh_postgres_database() as database_url:
-        inserts = insert_commit_rate(database_url)
+        inserts = raw_insert_commit_rate(database_url)
         app = BatchApplication(env=eventsourcing_env(database_url))
         batch_ids = [
             app.submit(

@@ -197,6 +197,50 @@ def postgres_env(prefix: str) -> Iterator[dict[str, str]]:
             conn.execute(sql.SQL("DROP SCHEMA IF EXISTS {} CASCADE").format(sql.Identifier(schema)))
 
 
+RAW_INSERT_SECONDS = 3.0
+
+
+def raw_insert_commit_rate(conninfo: str, seconds: float = RAW_INSERT_SECONDS) -> float:
+    """The server's raw single-row INSERT+COMMIT rate, rows/s: what the application path
+    (``application``) and the processes (``e2e``) are compared with.
+
+    One connection in autocommit mode inserts one event-sized row per transaction into a
+    scratch table shaped like the events table (``bigserial`` key, ``uuid``, version,
+    topic, ``bytea`` state), ``seconds`` long. Autocommit sends the INSERT and its COMMIT
+    in one round trip: the fastest a client can commit rows one by one, so the baseline
+    is not slowed by a second round trip per row. The table is a real (logged) table, so
+    every commit waits for its WAL flush as an event append does; it is dropped after.
+    """
+    import psycopg
+    from psycopg import sql
+
+    table = sql.Identifier(f"bench_raw_insert_{uuid.uuid4().hex[:12]}")
+    payload = b'{"comparison_id":"' + b"x" * 32 + b'","outcome":{"winner":"essay-0001"}}'
+    with psycopg.connect(conninfo, autocommit=True) as conn:
+        conn.execute(
+            sql.SQL(
+                "CREATE TABLE {} (id bigserial PRIMARY KEY, originator_id uuid NOT NULL, "
+                "originator_version bigint NOT NULL, topic text NOT NULL, state bytea NOT NULL)"
+            ).format(table)
+        )
+        statement = sql.SQL(
+            "INSERT INTO {} (originator_id, originator_version, topic, state) "
+            "VALUES (%s, %s, %s, %s)"
+        ).format(table)
+        originator = uuid.uuid4()
+        rows = 0
+        try:
+            started = time.perf_counter()
+            deadline = started + seconds
+            while time.perf_counter() < deadline:
+                for _ in range(50):
+                    rows += 1
+                    conn.execute(statement, (originator, rows, "bench:Raw", payload))
+            return rows / (time.perf_counter() - started)
+        finally:
+            conn.execute(sql.SQL("DROP TABLE {}").format(table))
+
+
 def emit(entry: str, targets: Sequence[Target] = (), details: dict[str, Any] | None = None) -> None:
     """Print the entry's result as one JSON line (the runner reads the last line)."""
     document = {
