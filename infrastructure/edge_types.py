@@ -23,12 +23,12 @@ from typing import Annotated
 
 from pydantic import AfterValidator, Field
 
+from infrastructure.limits import MAX_COUNT, MAX_SEED, MIN_SEED
+
 IDENTIFIER_MAX_CHARS = 200
 REFERENCE_MAX_CHARS = 500
 NAME_MAX_CHARS = 200
 MESSAGE_MAX_CHARS = 4000
-#: largest count a read-model integer column (PostgreSQL ``integer``) holds
-MAX_COUNT = 2**31 - 1
 
 
 #: exactly the characters of Unicode categories Cc (C0, DEL, C1) and Cs (surrogates)
@@ -88,6 +88,7 @@ Message = Annotated[str, AfterValidator(printable_text), _cut(MESSAGE_MAX_CHARS)
 Text = Annotated[str, AfterValidator(printable_text)]
 FiniteNonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Count = Annotated[int, Field(ge=0, le=MAX_COUNT)]
+Seed = Annotated[int, Field(ge=MIN_SEED, le=MAX_SEED)]
 
 
 def no_nul(value: str) -> str:

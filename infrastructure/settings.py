@@ -7,6 +7,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from domain.backoff import Backoff
 from domain.values import BatchingMode
+from infrastructure.limits import MAX_COUNT
 
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
@@ -32,7 +33,7 @@ class Settings(BaseSettings):
     batching_mode: BatchingMode | None = Field(
         default=None, description="service default when a batch request names no mode"
     )
-    max_pairs_cap: int = Field(default=120, ge=1)
+    max_pairs_cap: int = Field(default=120, ge=1, le=MAX_COUNT)
     log_json: bool = False
     log_level: str = "INFO"
     queue_prefix: str = Field(default="cjledger", description="prefix of exchange/queue names")

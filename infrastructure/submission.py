@@ -17,7 +17,7 @@ from application.content import EssaySubmission
 from domain.policy import BatchPolicy
 from domain.values import BatchingMode
 from infrastructure.cli.essay_file import EssayLine
-from infrastructure.edge_types import MAX_COUNT, OptionalDocument, Reference
+from infrastructure.edge_types import MAX_COUNT, OptionalDocument, Reference, Seed
 from infrastructure.settings import Settings
 
 SIMULATED_MODEL = "simulated-judge-1"
@@ -41,7 +41,7 @@ class BatchSubmission(BaseModel):
     rubric: OptionalDocument = ""
     mode: BatchingMode | None = None
     budget: int | None = Field(default=None, ge=1, le=MAX_COUNT)
-    seed: int = 0
+    seed: Seed = 0
     allow_sparse: bool = False
 
     def submissions(self) -> tuple[EssaySubmission, ...]:

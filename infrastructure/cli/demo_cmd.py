@@ -18,6 +18,7 @@ import typer
 from domain.values import BatchingMode
 from infrastructure.cli.app import app, fail
 from infrastructure.cli.common import open_system
+from infrastructure.limits import MAX_COUNT, MAX_SEED, MIN_SEED
 
 if TYPE_CHECKING:
     from application.reports import BatchReport
@@ -32,12 +33,14 @@ def demo(
         BatchingMode | None, typer.Option(help="batching mode requested by the batch")
     ] = None,
     budget: Annotated[
-        int | None, typer.Option(min=1, help="comparison budget (max_pairs_cap)")
+        int | None, typer.Option(min=1, max=MAX_COUNT, help="comparison budget (max_pairs_cap)")
     ] = None,
     failure_rate: Annotated[
         float, typer.Option(min=0.0, max=1.0, help="probability that a judge call fails")
     ] = 0.0,
-    seed: Annotated[int, typer.Option(help="seed for θ, pairing and the judge")] = 7,
+    seed: Annotated[
+        int, typer.Option(min=MIN_SEED, max=MAX_SEED, help="seed for θ, pairing and the judge")
+    ] = 7,
     spread: Annotated[
         float,
         typer.Option(min=0.0, max=10.0, help="standard deviation of the latent quality θ"),

@@ -9,6 +9,7 @@ import typer
 
 from domain.values import BatchingMode
 from infrastructure.cli.app import fail
+from infrastructure.limits import MAX_COUNT, MAX_SEED, MIN_SEED
 
 # Only what the commands' signatures need is imported here (``--help`` stays fast).
 if TYPE_CHECKING:
@@ -41,7 +42,11 @@ AllowSparseOption = Annotated[
     ),
 ]
 BudgetOption = Annotated[
-    int | None, typer.Option(min=1, help="comparison budget (lowers max_pairs_cap)")
+    int | None,
+    typer.Option(min=1, max=MAX_COUNT, help="comparison budget (lowers max_pairs_cap)"),
+]
+SeedOption = Annotated[
+    int, typer.Option(min=MIN_SEED, max=MAX_SEED, help="seed for pairing (signed 64-bit)")
 ]
 
 

@@ -27,6 +27,7 @@ from infrastructure.cli.registration import (
     ModeOption,
     ProviderOption,
     RubricOption,
+    SeedOption,
 )
 
 if TYPE_CHECKING:
@@ -80,7 +81,7 @@ def run(
     mode: ModeOption = None,
     budget: BudgetOption = None,
     allow_sparse: AllowSparseOption = False,
-    seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
+    seed: SeedOption = 0,
     store: Annotated[
         Path, typer.Option("--store", dir_okay=False, help="SQLite store file")
     ] = DEFAULT_STORE,

@@ -27,6 +27,7 @@ from infrastructure.cli.registration import (
     ModeOption,
     ProviderOption,
     RubricOption,
+    SeedOption,
 )
 
 if TYPE_CHECKING:
@@ -133,7 +134,7 @@ def submit(
     ref: Annotated[
         str | None, typer.Option(help="external batch reference (default: from the file)")
     ] = None,
-    seed: Annotated[int, typer.Option(help="seed for pairing")] = 0,
+    seed: SeedOption = 0,
     allow_sparse: AllowSparseOption = False,
 ) -> None:
     """Register and start a batch from FILE in service mode; print its id.

@@ -88,6 +88,35 @@ def test_a_bogus_log_level_is_one_line_naming_the_setting() -> None:
     assert "log_level must be one of" in line
 
 
+@pytest.mark.parametrize(
+    ("args", "env", "named"),
+    [
+        # a budget past a read model's integer column stalled batch_summary on PostgreSQL
+        (["run", "{essays}", "--store", "{store}", "--budget", str(2**31)], {}, "--budget"),
+        (
+            ["run", "{essays}", "--store", "{store}"],
+            {"CJLEDGER_MAX_PAIRS_CAP": str(2**31)},
+            "max_pairs_cap",
+        ),
+        (["demo", "--store", "{store}", "--budget", str(2**31)], {}, "--budget"),
+        # a seed is a signed 64-bit integer, not thousands of digits in an event
+        (["run", "{essays}", "--store", "{store}", "--seed", str(2**63)], {}, "--seed"),
+        (["run", "{essays}", "--store", "{store}", "--seed", str(-(2**63) - 1)], {}, "--seed"),
+        (["demo", "--store", "{store}", "--seed", str(2**63)], {}, "--seed"),
+    ],
+)
+def test_numbers_out_of_range_are_usage_errors_and_store_nothing(
+    tmp_path: Path, args: list[str], env: dict[str, str], named: str
+) -> None:
+    essays = tmp_path / "essays.jsonl"
+    essays.write_text('{"essay_id": "a", "text": "x"}\n{"essay_id": "b", "text": "y"}\n')
+    store = tmp_path / "events.db"
+    filled = [a.format(essays=essays, store=store) for a in args]
+    line = assert_one_line_error(cjledger(*filled, **env), 2)
+    assert named in line
+    assert not store.exists()
+
+
 @needs_postgres
 @pytest.mark.parametrize(
     "args", [["batches", "history", str(uuid.uuid4())], ["projections", "status"]]
