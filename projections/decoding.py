@@ -50,7 +50,7 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
-__all__ = ["NotificationDecoder", "notification_decoder"]
+__all__ = ["NotificationDecoder"]
 
 #: the mapper whose decoding this module mirrors (named, not imported: projections do not
 #: depend on the application layer)
@@ -393,29 +393,12 @@ class NotificationDecoder:
             raise Unexpected("the state is not an event's attributes")
         if state.pop("class_version", 1) != class_version:
             raise Unexpected("an older class version: the mapper upcasts it")
-        wrapped = self._wrapped
         for key, value in state.items():
             kind = type(value)
-            if kind is dict:
-                if len(value) == 2 and "_type_" in value and "_data_" in value:
-                    state[key] = wrapped[value["_type_"]](value["_data_"])
-                else:
-                    state[key] = self._value(value)
-            elif kind is list:
-                items = []
-                for item in value:
-                    kind = type(item)
-                    if kind is dict and len(item) == 2 and "_type_" in item and "_data_" in item:
-                        items.append(wrapped[item["_type_"]](item["_data_"]))
-                    elif kind is dict or kind is list:
-                        items.append(self._value(item))
-                    else:
-                        if kind is float and not -_EXACT_INTEGERS < item < _EXACT_INTEGERS:
-                            raise Unexpected("a float that may be an integer orjson cannot read")
-                        items.append(item)
-                state[key] = tuple(items)
-            elif kind is float and not -_EXACT_INTEGERS < value < _EXACT_INTEGERS:
-                raise Unexpected("a float that may be an integer orjson cannot read")
+            if kind is list:
+                state[key] = tuple([self._value(item) for item in value])
+            elif kind is dict or kind is float:
+                state[key] = self._value(value)
         originator_id = notification.originator_id
         id_type: Any = type(originator_id)
         convert = self._ids.get((cls, id_type))
@@ -462,8 +445,3 @@ def parse(state: bytes) -> Any:
         return orjson.loads(state)
     except orjson.JSONDecodeError:
         return json.loads(state.decode("utf8"))
-
-
-def notification_decoder(app: Any, topics: Iterable[str]) -> Callable[[Any], Any]:
-    """The decoder the read-model runner uses for ``app``'s log."""
-    return NotificationDecoder(app.mapper, topics)

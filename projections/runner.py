@@ -25,7 +25,7 @@ import structlog
 from eventsourcing.persistence import InterfaceError, OperationalError
 
 from projections.catalogue import PROJECTIONS, ReadModelProjection
-from projections.decoding import notification_decoder
+from projections.decoding import NotificationDecoder
 from projections.read_ahead import Page, Pages
 from projections.store import ReadModelStoreMixin, RebuildInProgress, StalePage, store_for
 
@@ -120,8 +120,8 @@ class ReadModelRunner:
             else:
                 self.store.ensure_views(name, projection.ddl)
         # one notification -> the event its read models take (the hot decoding path)
-        self.decode: Callable[[Any], Any] = notification_decoder(
-            app, {topic for p in self.projections.values() for topic in p.topics}
+        self.decode: Callable[[Any], Any] = NotificationDecoder(
+            app.mapper, {topic for p in self.projections.values() for topic in p.topics}
         )
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
